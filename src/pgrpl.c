@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ * pgrpl.c
+ *		Module entry point: settings, shared memory hooks and the launcher.
+ *
+ * pgrpl must be in shared_preload_libraries: the launcher is a static
+ * background worker and worker state lives in shared memory sized at start.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "pgrpl.h"
+#include "pgrpl_launcher.h"
+#include "pgrpl_shmem.h"
+
+PG_MODULE_MAGIC;
+
+int			pgrpl_max_workers = 8;
+bool		pgrpl_preloaded = false;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	/* Remember how we were loaded; CREATE EXTENSION refuses otherwise. */
+	pgrpl_preloaded = process_shared_preload_libraries_in_progress;
+	if (!pgrpl_preloaded)
+		return;
+
+	DefineCustomIntVariable("pgrpl.max_workers",
+							"Maximum number of pgrpl subscriptions with a running worker, cluster-wide.",
+							"Each worker also needs a slot in \"max_worker_processes\".",
+							&pgrpl_max_workers,
+							8, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("pgrpl");
+
+	pgrpl_shmem_install_hooks();
+	pgrpl_launcher_register();
+}
+
+void
+pgrpl_origin_name(Oid dboid, int32 subid, char *buf, size_t len)
+{
+	snprintf(buf, len, PGRPL_ORIGIN_PREFIX "%u_%d", dboid, subid);
+}

@@ -1,0 +1,508 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_api.c
+ *		SQL-callable functions: manage subscriptions, wait, report.
+ *
+ * Thin by design: argument checks and privilege checks here, the work in
+ * pgrpl_catalog.c (rows), pgrpl_stream.c (the primary) and pgrpl_shmem.c
+ * (workers).  Everything that opens a connection is superuser-only, checked
+ * here as well as by the REVOKEs of the install script.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "replication/origin.h"
+#include "replication/slot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "pgrpl.h"
+#include "pgrpl_catalog.h"
+#include "pgrpl_shmem.h"
+#include "pgrpl_stream.h"
+
+PG_FUNCTION_INFO_V1(pgrpl_check_preloaded);
+PG_FUNCTION_INFO_V1(pgrpl_create_subscription);
+PG_FUNCTION_INFO_V1(pgrpl_drop_subscription);
+PG_FUNCTION_INFO_V1(pgrpl_enable_subscription);
+PG_FUNCTION_INFO_V1(pgrpl_disable_subscription);
+PG_FUNCTION_INFO_V1(pgrpl_alter_subscription);
+PG_FUNCTION_INFO_V1(pgrpl_set_stop_lsn);
+PG_FUNCTION_INFO_V1(pgrpl_wait_for_lsn);
+PG_FUNCTION_INFO_V1(pgrpl_mask_conninfo);
+PG_FUNCTION_INFO_V1(pgrpl_worker_status);
+
+static void
+pgrpl_require_superuser(const char *what)
+{
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s", what),
+				 errdetail("Only superusers can manage pgrpl subscriptions.")));
+	pgrpl_shmem_check();
+}
+
+static char *
+pgrpl_arg_text(FunctionCallInfo fcinfo, int n, const char *argname)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", argname)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static void
+pgrpl_check_name(const char *kind, const char *name)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("%s name must not be empty", kind)));
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("%s name \"%s\" is too long", kind, name),
+				 errdetail("The maximum length is %d bytes.", NAMEDATALEN - 1)));
+}
+
+/* text[] of publication names to a List of String, validated. */
+static List *
+pgrpl_publication_list(ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *pubs = NIL;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("publications must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("at least one publication is required")));
+	for (int i = 0; i < n; i++)
+	{
+		char	   *name;
+		ListCell   *lc;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("publication names must not be null")));
+		name = TextDatumGetCString(elems[i]);
+		pgrpl_check_name("publication", name);
+		foreach(lc, pubs)
+			if (strcmp(strVal(lfirst(lc)), name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_OBJECT),
+						 errmsg("publication name \"%s\" used more than once", name)));
+		pubs = lappend(pubs, makeString(name));
+	}
+	return pubs;
+}
+
+static bool
+pgrpl_free_slot_exists(void)
+{
+	bool		found = false;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	for (int i = 0; i < pgrpl_shared->nslots && !found; i++)
+		found = !pgrpl_shared->slots[i].in_use;
+	LWLockRelease(pgrpl_shared->lock);
+	return found;
+}
+
+static void
+pgrpl_require_free_slot(void)
+{
+	if (!pgrpl_free_slot_exists())
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many enabled pgrpl subscriptions"),
+				 errdetail("Every one of the %d worker slots is in use.", pgrpl_shared->nslots),
+				 errhint("You might need to increase \"pgrpl.max_workers\".")));
+}
+
+Datum
+pgrpl_check_preloaded(PG_FUNCTION_ARGS)
+{
+	if (!pgrpl_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgrpl must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add pgrpl to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
+	pgrpl_shmem_check();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Find where capture starts: create the slot, or read the confirmed
+ * position of an existing one.  On a loopback primary, creating a slot
+ * waits for every transaction holding an xid to end -- ours included.
+ */
+static XLogRecPtr
+pgrpl_prepare_slot(WalReceiverConn *conn, const char *slot, bool create_slot,
+				   bool loopback)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	bool		exists = pgrpl_remote_slot_exists(conn, slot, &lsn);
+
+	if (!create_slot)
+	{
+		if (!exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("replication slot \"%s\" does not exist on the primary", slot),
+					 errhint("Omit create_slot => false to have pgrpl create it.")));
+		return lsn;
+	}
+	if (exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("replication slot \"%s\" already exists on the primary", slot),
+				 errhint("Pass create_slot => false to use it, or choose another slot_name.")));
+	if (loopback && TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cannot create a replication slot on this server in a transaction that has written data"),
+				 errdetail("Creating the slot waits for all writing transactions to end, including this one."),
+				 errhint("Call pgrpl.create_subscription in a transaction of its own.")));
+	return pgrpl_create_remote_slot(conn, slot);
+}
+
+Datum
+pgrpl_create_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription sub = {0};
+	bool		create_slot;
+	WalReceiverConn *conn;
+	XLogRecPtr	start_lsn;
+	char		local_sysid[32];
+	char		origin[NAMEDATALEN];
+
+	pgrpl_require_superuser("create a pgrpl subscription");
+	sub.name = pgrpl_arg_text(fcinfo, 0, "name");
+	sub.conninfo = pgrpl_arg_text(fcinfo, 1, "conninfo");
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("publications must not be null")));
+	sub.publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
+	sub.slot_name = PG_ARGISNULL(3) ? sub.name : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	create_slot = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
+	sub.enabled = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
+	sub.stop_lsn = PG_ARGISNULL(6) ? InvalidXLogRecPtr : PG_GETARG_LSN(6);
+
+	/* Everything that can fail locally is checked before the slot exists. */
+	pgrpl_check_name("subscription", sub.name);
+	pgrpl_check_slot_name(sub.slot_name);
+	if (pgrpl_subscription_get(sub.name, true) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("pgrpl subscription \"%s\" already exists", sub.name)));
+	if (sub.enabled)
+		pgrpl_require_free_slot();
+	pgrpl_check_conninfo(sub.conninfo);
+
+	conn = pgrpl_stream_connect(sub.conninfo, sub.name);
+	sub.system_identifier = pgrpl_stream_identify(conn);
+	snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
+	pgrpl_check_publications(conn, sub.publications);
+	start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
+								   strcmp(sub.system_identifier, local_sysid) == 0);
+	walrcv_disconnect(conn);
+
+	sub.start_lsn = start_lsn;
+	pgrpl_subscription_insert(&sub);
+	/* A leftover origin of an earlier incarnation must not lend its progress. */
+	pgrpl_origin_name(MyDatabaseId, sub.id, origin, sizeof(origin));
+	replorigin_drop_by_name(origin, true, false);
+	(void) replorigin_create(origin);
+
+	if (sub.enabled)
+		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
+	PG_RETURN_LSN(start_lsn);
+}
+
+/* Drop the slot on the primary; a WARNING, not an ERROR, if unreachable. */
+static void
+pgrpl_drop_slot_or_warn(PgrplSubscription *sub)
+{
+	WalReceiverConn *conn;
+	char	   *err = NULL;
+
+	pgrpl_stream_load();
+	conn = pgrpl_stream_try_connect(sub->conninfo, sub->name, &err);
+	if (conn == NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the primary to drop replication slot \"%s\": %s",
+						sub->slot_name, err ? pchomp(err) : "unknown error"),
+				 errhint("Drop the slot on the primary by hand with SELECT pg_drop_replication_slot('%s');",
+						 sub->slot_name)));
+		return;
+	}
+	if (pgrpl_remote_slot_exists(conn, sub->slot_name, NULL))
+		pgrpl_drop_remote_slot(conn, sub->slot_name);
+	else
+		ereport(NOTICE,
+				(errmsg("replication slot \"%s\" does not exist on the primary",
+						sub->slot_name)));
+	walrcv_disconnect(conn);
+}
+
+Datum
+pgrpl_drop_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+	bool		drop_slot;
+	char		origin[NAMEDATALEN];
+
+	pgrpl_require_superuser("drop a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	drop_slot = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+
+	/* The worker must be gone before its slot and origin can be dropped. */
+	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_FORGET,
+						 sub->enabled ? PGRPL_ACTION_START : PGRPL_ACTION_NONE);
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	{
+		PgrplSlot  *slot = pgrpl_slot_find(MyDatabaseId, sub->id);
+
+		if (slot != NULL)
+			slot->wanted = false;
+	}
+	LWLockRelease(pgrpl_shared->lock);
+	pgrpl_slot_stop_worker(MyDatabaseId, sub->id);
+
+	pgrpl_subscription_delete(sub->id);
+	pgrpl_origin_name(MyDatabaseId, sub->id, origin, sizeof(origin));
+	replorigin_drop_by_name(origin, true, false);
+	if (drop_slot)
+		pgrpl_drop_slot_or_warn(sub);
+	PG_RETURN_VOID();
+}
+
+Datum
+pgrpl_enable_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+
+	pgrpl_require_superuser("enable a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	if (!sub->enabled)
+	{
+		pgrpl_require_free_slot();
+		sub->enabled = true;
+		pgrpl_subscription_update(sub);
+	}
+	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
+	PG_RETURN_VOID();
+}
+
+Datum
+pgrpl_disable_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+
+	pgrpl_require_superuser("disable a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	if (sub->enabled)
+	{
+		sub->enabled = false;
+		pgrpl_subscription_update(sub);
+	}
+	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_STOP, PGRPL_ACTION_NONE);
+	PG_RETURN_VOID();
+}
+
+Datum
+pgrpl_alter_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+
+	pgrpl_require_superuser("alter a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	if (!PG_ARGISNULL(1))
+	{
+		sub->conninfo = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		pgrpl_check_conninfo(sub->conninfo);
+	}
+	if (!PG_ARGISNULL(2))
+		sub->publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
+	pgrpl_subscription_update(sub);
+	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
+	PG_RETURN_VOID();
+}
+
+Datum
+pgrpl_set_stop_lsn(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+
+	pgrpl_require_superuser("alter a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	sub->stop_lsn = PG_ARGISNULL(1) ? InvalidXLogRecPtr : PG_GETARG_LSN(1);
+	pgrpl_subscription_update(sub);
+	/* A finished worker starts again; a running one rereads stop_lsn. */
+	if (sub->enabled)
+	{
+		pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
+		pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
+	}
+	PG_RETURN_VOID();
+}
+
+/* Is everything the primary committed up to target materialized here? */
+static bool
+pgrpl_reached(int32 subid, XLogRecPtr target, bool *finished)
+{
+	PgrplSlot  *slot;
+	bool		reached = false;
+
+	*finished = false;
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	slot = pgrpl_slot_find(MyDatabaseId, subid);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		reached = slot->caught_up_lsn >= target;
+		*finished = slot->state == PGRPL_STATE_FINISHED && slot->pid == 0;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(pgrpl_shared->lock);
+	return reached;
+}
+
+Datum
+pgrpl_wait_for_lsn(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+	XLogRecPtr	target;
+	TimestampTz deadline;
+	long		timeout_ms = 30000;
+
+	pgrpl_require_superuser("wait for a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("target must not be null")));
+	target = PG_GETARG_LSN(1);
+	if (!PG_ARGISNULL(2))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(2);
+		double		secs = iv->time / 1000000.0 +
+			(iv->day + iv->month * 30.0) * SECS_PER_DAY;
+
+		if (secs < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative")));
+		timeout_ms = (long) Min(secs * 1000.0, (double) INT_MAX);
+	}
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	for (;;)
+	{
+		bool		finished;
+		long		left;
+
+		if (pgrpl_reached(sub->id, target, &finished))
+			PG_RETURN_BOOL(true);
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (finished || left <= 0)
+			PG_RETURN_BOOL(false);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(left, 10L), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+Datum
+pgrpl_mask_conninfo(PG_FUNCTION_ARGS)
+{
+	char	   *masked = pgrpl_mask_conninfo_str(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+
+	if (masked == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(masked));
+}
+
+static Datum
+pgrpl_lsn_or_null(XLogRecPtr lsn, bool *isnull)
+{
+	*isnull = XLogRecPtrIsInvalid(lsn);
+	return LSNGetDatum(lsn);
+}
+
+static Datum
+pgrpl_time_or_null(TimestampTz t, bool *isnull)
+{
+	*isnull = (t == 0);
+	return TimestampTzGetDatum(t);
+}
+
+/* One row per worker slot of this database. */
+Datum
+pgrpl_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	pgrpl_shmem_check();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int i = 0; i < pgrpl_shared->nslots; i++)
+	{
+		PgrplSlot  *slot = &pgrpl_shared->slots[i];
+		PgrplSlot	copy;
+		Datum		values[14];
+		bool		nulls[14];
+
+		LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+		if (!slot->in_use || slot->dboid != MyDatabaseId)
+		{
+			LWLockRelease(pgrpl_shared->lock);
+			continue;
+		}
+		SpinLockAcquire(&slot->mutex);
+		memcpy(&copy, slot, sizeof(PgrplSlot));
+		SpinLockRelease(&slot->mutex);
+		LWLockRelease(pgrpl_shared->lock);
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int32GetDatum(copy.subid);
+		values[1] = Int32GetDatum(copy.pid);
+		nulls[1] = (copy.pid == 0);
+		values[2] = CStringGetTextDatum(pgrpl_state_name(copy.state));
+		values[3] = pgrpl_lsn_or_null(copy.received_lsn, &nulls[3]);
+		values[4] = pgrpl_lsn_or_null(copy.flushed_lsn, &nulls[4]);
+		values[5] = pgrpl_lsn_or_null(copy.latest_end_lsn, &nulls[5]);
+		values[6] = pgrpl_time_or_null(copy.last_msg_send_time, &nulls[6]);
+		values[7] = pgrpl_time_or_null(copy.last_msg_receipt_time, &nulls[7]);
+		values[8] = pgrpl_time_or_null(copy.latest_end_time, &nulls[8]);
+		values[9] = Int64GetDatum((int64) copy.transactions);
+		values[10] = Int64GetDatum((int64) copy.changes);
+		values[11] = Int64GetDatum((int64) copy.bytes_received);
+		values[12] = CStringGetTextDatum(copy.last_error);
+		nulls[12] = (copy.last_error[0] == '\0');
+		values[13] = pgrpl_time_or_null(copy.last_error_time, &nulls[13]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,46 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_compat.h
+ *		The one place where PostgreSQL major-version differences live.
+ *
+ * pgrpl is tested on PostgreSQL 15.  Every call whose signature differs
+ * between majors goes through a macro here, so porting means editing this
+ * file only.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGRPL_COMPAT_H
+#define PGRPL_COMPAT_H
+
+#include "replication/walreceiver.h"
+
+#if PG_VERSION_NUM < 150000
+#error "pgrpl requires PostgreSQL 15 or later"
+#endif
+
+/* PG16 added must_use_password to both calls. */
+#if PG_VERSION_NUM >= 160000
+#define pgrpl_walrcv_check_conninfo(ci) walrcv_check_conninfo((ci), false)
+#define pgrpl_walrcv_connect(ci, appname, err) \
+	walrcv_connect((ci), true, false, (appname), (err))
+#else
+#define pgrpl_walrcv_check_conninfo(ci) walrcv_check_conninfo(ci)
+#define pgrpl_walrcv_connect(ci, appname, err) \
+	walrcv_connect((ci), true, (appname), (err))
+#endif
+
+/* PG16 changed replorigin_session_setup() to take the acquiring pid. */
+#if PG_VERSION_NUM >= 160000
+#define pgrpl_replorigin_session_setup(origin) replorigin_session_setup((origin), 0)
+#else
+#define pgrpl_replorigin_session_setup(origin) replorigin_session_setup(origin)
+#endif
+
+/* PG17 renamed the failover-less slot creation arguments. */
+#if PG_VERSION_NUM >= 170000
+#define pgrpl_walrcv_create_slot(conn, slot, lsn) \
+	walrcv_create_slot((conn), (slot), false, false, false, CRS_NOEXPORT_SNAPSHOT, (lsn))
+#else
+#define pgrpl_walrcv_create_slot(conn, slot, lsn) \
+	walrcv_create_slot((conn), (slot), false, false, CRS_NOEXPORT_SNAPSHOT, (lsn))
+#endif
+
+#endif							/* PGRPL_COMPAT_H */

@@ -1,0 +1,359 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_json.c
+ *		Relation map and text-to-jsonb conversion of replicated values.
+ *
+ * Goal: a captured value equals to_jsonb() of the column on the primary
+ * (with TimeZone UTC).  pgoutput sends each value as the primary's type
+ * output text, so most types need no parsing at all: to_jsonb() itself turns
+ * them into that very string.  Only the categories to_jsonb() treats
+ * specially are converted: bool, numbers, date/time, json(b), and arrays,
+ * composites and types with a cast to json, which go through the local
+ * input function and the real to_jsonb().  A type unknown here stays text.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_coerce.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "pgrpl.h"
+#include "pgrpl_json.h"
+
+typedef struct PgrplRemoteType
+{
+	Oid			remoteid;		/* hash key */
+	char		nspname[NAMEDATALEN];
+	char		typname[NAMEDATALEN];
+} PgrplRemoteType;
+
+static HTAB *pgrpl_relmap = NULL;
+static HTAB *pgrpl_typmap = NULL;
+static MemoryContext pgrpl_relmap_cxt = NULL;
+static bool pgrpl_loopback = false;
+
+/* Forget everything: a new walsender session resends all it needs. */
+void
+pgrpl_relmap_reset(void)
+{
+	HASHCTL		ctl;
+
+	if (pgrpl_relmap_cxt == NULL)
+		pgrpl_relmap_cxt = AllocSetContextCreate(TopMemoryContext,
+												 "pgrpl relation map",
+												 ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(pgrpl_relmap_cxt);
+
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(PgrplRelation);
+	ctl.hcxt = pgrpl_relmap_cxt;
+	pgrpl_relmap = hash_create("pgrpl relations", 128, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(PgrplRemoteType);
+	pgrpl_typmap = hash_create("pgrpl types", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* On a loopback primary our own change-log tables must never be captured. */
+void
+pgrpl_relmap_set_loopback(bool loopback)
+{
+	pgrpl_loopback = loopback;
+}
+
+void
+pgrpl_relmap_add_type(LogicalRepTyp *typ)
+{
+	PgrplRemoteType *entry;
+
+	if (pgrpl_typmap == NULL)
+		pgrpl_relmap_reset();
+	entry = hash_search(pgrpl_typmap, &typ->remoteid, HASH_ENTER, NULL);
+	strlcpy(entry->nspname, typ->nspname, NAMEDATALEN);
+	strlcpy(entry->typname, typ->typname, NAMEDATALEN);
+}
+
+/*
+ * The local type for a remote type oid: built-in oids (below
+ * FirstGenbkiObjectId, for which pgoutput sends no TYPE message) are the
+ * same everywhere; others are matched by schema-qualified name.
+ */
+static Oid
+pgrpl_local_type(Oid remoteid)
+{
+	PgrplRemoteType *entry;
+	Oid			nspoid;
+
+	if (remoteid < FirstGenbkiObjectId)
+		return SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(remoteid)) ?
+			remoteid : InvalidOid;
+
+	entry = hash_search(pgrpl_typmap, &remoteid, HASH_FIND, NULL);
+	if (entry == NULL)
+		return InvalidOid;
+	nspoid = LookupExplicitNamespace(entry->nspname, true);
+	if (!OidIsValid(nspoid))
+		return InvalidOid;
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+						   CStringGetDatum(entry->typname),
+						   ObjectIdGetDatum(nspoid));
+}
+
+/* Mirror of to_jsonb()'s categorization of a (base) type. */
+static PgrplJsonKind
+pgrpl_json_kind(Oid basetype)
+{
+	Oid			castfunc;
+
+	switch (basetype)
+	{
+		case BOOLOID:
+			return PGRPL_JSON_BOOL;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case NUMERICOID:
+			return PGRPL_JSON_NUMBER;
+		case DATEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			return PGRPL_JSON_DATETIME;
+		case JSONOID:
+		case JSONBOID:
+			return PGRPL_JSON_JSON;
+		default:
+			break;
+	}
+	if (OidIsValid(get_element_type(basetype)) || type_is_rowtype(basetype))
+		return PGRPL_JSON_VIA_TO_JSONB;
+	if (basetype >= FirstNormalObjectId &&
+		find_coercion_pathway(JSONOID, basetype, COERCION_EXPLICIT,
+							  &castfunc) == COERCION_PATH_FUNC &&
+		OidIsValid(castfunc))
+		return PGRPL_JSON_VIA_TO_JSONB;
+	return PGRPL_JSON_TEXT;
+}
+
+static void
+pgrpl_column_resolve(PgrplColumn *col, MemoryContext cxt)
+{
+	Oid			local = pgrpl_local_type(col->remote_typid);
+	Oid			infuncoid;
+
+	col->kind = PGRPL_JSON_TEXT;
+	col->local_typid = InvalidOid;
+	if (!OidIsValid(local))
+		return;
+
+	/* to_jsonb() looks through domains; parsing as the base type also
+	 * keeps a stricter local domain from rejecting the primary's data. */
+	col->local_typid = getBaseTypeAndTypmod(local, &col->typmod);
+	col->kind = pgrpl_json_kind(col->local_typid);
+	if (col->kind != PGRPL_JSON_DATETIME && col->kind != PGRPL_JSON_VIA_TO_JSONB)
+		return;
+
+	getTypeInputInfo(col->local_typid, &infuncoid, &col->typioparam);
+	fmgr_info_cxt(infuncoid, &col->infunc, cxt);
+	if (col->kind == PGRPL_JSON_VIA_TO_JSONB)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+		Const	   *arg = makeNullConst(col->local_typid, col->typmod, InvalidOid);
+		FuncExpr   *call = makeFuncExpr(F_TO_JSONB, JSONBOID, list_make1(arg),
+										InvalidOid, InvalidOid,
+										COERCE_EXPLICIT_CALL);
+
+		/* to_jsonb(anyelement) reads its argument type from the call. */
+		fmgr_info_cxt(F_TO_JSONB, &col->tojsonb, cxt);
+		fmgr_info_set_expr((Node *) call, &col->tojsonb);
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/* Remember a RELATION message.  Needs a transaction for type lookups. */
+PgrplRelation *
+pgrpl_relmap_add_relation(LogicalRepRelation *remote)
+{
+	PgrplRelation *rel;
+	bool		found;
+	MemoryContext oldcxt;
+
+	if (pgrpl_relmap == NULL)
+		pgrpl_relmap_reset();
+	rel = hash_search(pgrpl_relmap, &remote->remoteid, HASH_ENTER, &found);
+	if (found)
+		MemoryContextDelete(rel->cxt);
+	rel->cxt = AllocSetContextCreate(pgrpl_relmap_cxt, "pgrpl relation",
+									 ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(rel->cxt);
+	rel->nspname = pstrdup(remote->nspname);
+	rel->relname = pstrdup(remote->relname);
+	rel->replident = remote->replident;
+	rel->natts = remote->natts;
+	rel->cols = palloc0(sizeof(PgrplColumn) * Max(remote->natts, 1));
+	rel->skip = pgrpl_loopback && strcmp(rel->nspname, PGRPL_SCHEMA) == 0;
+	for (int i = 0; i < remote->natts; i++)
+	{
+		PgrplColumn *col = &rel->cols[i];
+
+		col->name = pstrdup(remote->attnames[i]);
+		col->is_key = bms_is_member(i, remote->attkeys);
+		col->remote_typid = remote->atttyps[i];
+		col->typmod = -1;
+		pgrpl_column_resolve(col, rel->cxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return rel;
+}
+
+PgrplRelation *
+pgrpl_relmap_get(LogicalRepRelId remoteid)
+{
+	PgrplRelation *rel = NULL;
+
+	if (pgrpl_relmap != NULL)
+		rel = hash_search(pgrpl_relmap, &remoteid, HASH_FIND, NULL);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("change for unknown remote relation %u", remoteid),
+				 errdetail("No RELATION message described it on this connection.")));
+	return rel;
+}
+
+static void
+pgrpl_string_value(JsonbValue *v, char *s, int len)
+{
+	v->type = jbvString;
+	v->val.string.val = s;
+	v->val.string.len = len;
+}
+
+/* One column value as to_jsonb() would give it; may point into "text". */
+static void
+pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
+{
+	Datum		d;
+
+	switch (col->kind)
+	{
+		case PGRPL_JSON_TEXT:
+			pgrpl_string_value(v, text->data, text->len);
+			break;
+		case PGRPL_JSON_BOOL:
+			v->type = jbvBool;
+			v->val.boolean = (text->len > 0 && text->data[0] == 't');
+			break;
+		case PGRPL_JSON_NUMBER:
+			if (IsValidJsonNumber(text->data, text->len))
+			{
+				v->type = jbvNumeric;
+				v->val.numeric = DatumGetNumeric(
+					DirectFunctionCall3(numeric_in, CStringGetDatum(text->data),
+										ObjectIdGetDatum(InvalidOid),
+										Int32GetDatum(-1)));
+			}
+			else
+				pgrpl_string_value(v, text->data, text->len);	/* NaN etc. */
+			break;
+		case PGRPL_JSON_DATETIME:
+			{
+				char	   *s;
+
+				d = InputFunctionCall(&col->infunc, text->data, col->typioparam,
+									  col->typmod);
+				s = JsonEncodeDateTime(NULL, d, col->local_typid, NULL);
+				pgrpl_string_value(v, s, strlen(s));
+			}
+			break;
+		case PGRPL_JSON_JSON:
+			d = DirectFunctionCall1(jsonb_in, CStringGetDatum(text->data));
+			v->type = jbvBinary;
+			v->val.binary.data = &DatumGetJsonbP(d)->root;
+			v->val.binary.len = VARSIZE(DatumGetPointer(d)) - VARHDRSZ;
+			break;
+		case PGRPL_JSON_VIA_TO_JSONB:
+			d = InputFunctionCall(&col->infunc, text->data, col->typioparam,
+								  col->typmod);
+			d = FunctionCall1(&col->tojsonb, d);
+			v->type = jbvBinary;
+			v->val.binary.data = &DatumGetJsonbP(d)->root;
+			v->val.binary.len = VARSIZE(DatumGetPointer(d)) - VARHDRSZ;
+			break;
+	}
+}
+
+/*
+ * Build the jsonb object of one tuple.  keys_only keeps just the replica
+ * identity columns (an old key).  Unchanged TOASTed values are left out and
+ * their column names returned in *unchanged (NULL when there are none).
+ */
+Jsonb *
+pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
+					 bool keys_only, ArrayType **unchanged)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	key;
+	JsonbValue	val;
+	JsonbValue *res;
+	Datum	   *unchanged_names = NULL;
+	int			nunchanged = 0;
+
+	if (tup->ncols != rel->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("tuple for relation \"%s.%s\" has %d columns, expected %d",
+						rel->nspname, rel->relname, tup->ncols, rel->natts)));
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < rel->natts; i++)
+	{
+		PgrplColumn *col = &rel->cols[i];
+		char		status = tup->colstatus[i];
+
+		if (keys_only && !col->is_key)
+			continue;
+		if (status == LOGICALREP_COLUMN_UNCHANGED)
+		{
+			if (unchanged_names == NULL)
+				unchanged_names = palloc(sizeof(Datum) * rel->natts);
+			unchanged_names[nunchanged++] = CStringGetTextDatum(col->name);
+			continue;
+		}
+		pgrpl_string_value(&key, col->name, strlen(col->name));
+		pushJsonbValue(&state, WJB_KEY, &key);
+		if (status == LOGICALREP_COLUMN_NULL)
+			val.type = jbvNull;
+		else if (status == LOGICALREP_COLUMN_TEXT)
+			pgrpl_value_to_jsonb(col, &tup->colvalues[i], &val);
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unexpected binary value for column \"%s\" of relation \"%s.%s\"",
+							col->name, rel->nspname, rel->relname),
+					 errdetail("pgrpl asks for text values only.")));
+		pushJsonbValue(&state, WJB_VALUE, &val);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+	if (unchanged != NULL)
+		*unchanged = nunchanged == 0 ? NULL :
+			construct_array(unchanged_names, nunchanged, TEXTOID, -1, false,
+							TYPALIGN_INT);
+	return JsonbValueToJsonb(res);
+}

@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_json.h
+ *		Remote relations and types, and their values as jsonb.
+ *
+ * The relation map remembers what RELATION and TYPE messages said about the
+ * primary's schema and resolves each column to a local type, so that a
+ * tuple's text values can be turned into the jsonb object that to_jsonb()
+ * would give on the primary.  It needs catalog access (a transaction) but
+ * knows nothing of sockets or of the change-log tables.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGRPL_JSON_H
+#define PGRPL_JSON_H
+
+#include "fmgr.h"
+#include "replication/logicalproto.h"
+#include "utils/jsonb.h"
+
+typedef enum PgrplJsonKind
+{
+	PGRPL_JSON_TEXT,			/* the primary's text output, as a string */
+	PGRPL_JSON_BOOL,
+	PGRPL_JSON_NUMBER,			/* number, or string for NaN/Infinity */
+	PGRPL_JSON_DATETIME,		/* ISO 8601 string, timestamptz in UTC */
+	PGRPL_JSON_JSON,			/* json or jsonb value embedded */
+	PGRPL_JSON_VIA_TO_JSONB		/* arrays, composites, casts: to_jsonb() */
+} PgrplJsonKind;
+
+typedef struct PgrplColumn
+{
+	char	   *name;
+	bool		is_key;
+	Oid			remote_typid;
+	Oid			local_typid;	/* base type; InvalidOid if unknown here */
+	int32		typmod;
+	PgrplJsonKind kind;
+	FmgrInfo	infunc;			/* DATETIME and VIA_TO_JSONB */
+	Oid			typioparam;
+	FmgrInfo	tojsonb;		/* VIA_TO_JSONB */
+} PgrplColumn;
+
+typedef struct PgrplRelation
+{
+	LogicalRepRelId remoteid;	/* hash key */
+	char	   *nspname;
+	char	   *relname;
+	char		replident;
+	int			natts;
+	PgrplColumn *cols;
+	bool		skip;			/* our own change log on a loopback primary */
+	MemoryContext cxt;			/* owns everything above but the key */
+} PgrplRelation;
+
+extern void pgrpl_relmap_reset(void);
+extern void pgrpl_relmap_set_loopback(bool loopback);
+extern void pgrpl_relmap_add_type(LogicalRepTyp *typ);
+extern PgrplRelation *pgrpl_relmap_add_relation(LogicalRepRelation *rel);
+extern PgrplRelation *pgrpl_relmap_get(LogicalRepRelId remoteid);
+
+extern Jsonb *pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
+								   bool keys_only, ArrayType **unchanged);
+
+#endif							/* PGRPL_JSON_H */

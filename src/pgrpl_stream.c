@@ -1,0 +1,408 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_stream.c
+ *		Talk to the primary over a logical replication connection.
+ *
+ * Identifiers and literals sent to the primary are always quoted here; no
+ * caller builds a command string itself.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "catalog/pg_type.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "libpq-fe.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "pgrpl_compat.h"
+#include "pgrpl_stream.h"
+
+/* Make walrcv_* available in this process. */
+void
+pgrpl_stream_load(void)
+{
+	if (WalReceiverFunctions == NULL)
+		load_file("libpqwalreceiver", false);
+	if (WalReceiverFunctions == NULL)
+		elog(ERROR, "libpqwalreceiver didn't initialize correctly");
+}
+
+/*
+ * libpq's parse errors can quote a fragment of the string; when that string
+ * holds a password the fragment might be part of it, so say less.
+ */
+void
+pgrpl_check_conninfo(const char *conninfo)
+{
+	char	   *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+
+	if (opts == NULL)
+	{
+		bool		secret = (strstr(conninfo, "password") != NULL ||
+							  strchr(conninfo, '@') != NULL);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("invalid connection string syntax"),
+				 (err && !secret) ? errdetail_internal("%s", pchomp(err)) :
+				 errdetail("The connection string could not be parsed."),
+				 errhint("Use keyword=value pairs or a postgresql:// URI.")));
+	}
+	PQconninfoFree(opts);
+	if (err)
+		PQfreemem(err);
+	pgrpl_stream_load();
+	pgrpl_walrcv_check_conninfo(conninfo);
+}
+
+static void
+pgrpl_append_conn_value(StringInfo buf, const char *val)
+{
+	appendStringInfoChar(buf, '\'');
+	for (const char *p = val; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
+/*
+ * The connection string with any password replaced, in keyword=value form
+ * (URIs are rewritten too, since they can carry user:password@).  NULL if
+ * it cannot be parsed: then nothing of it can be shown safely.
+ */
+char *
+pgrpl_mask_conninfo_str(const char *conninfo)
+{
+	char	   *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+	StringInfoData buf;
+
+	if (err)
+		PQfreemem(err);
+	if (opts == NULL)
+		return NULL;
+
+	initStringInfo(&buf);
+	for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+	{
+		if (o->val == NULL)
+			continue;
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ' ');
+		appendStringInfo(&buf, "%s=", o->keyword);
+		if (strcmp(o->keyword, "password") == 0)
+			appendStringInfoString(&buf, "********");
+		else
+			pgrpl_append_conn_value(&buf, o->val);
+	}
+	PQconninfoFree(opts);
+	return buf.data;
+}
+
+/* NULL and *err set if the connection fails. */
+WalReceiverConn *
+pgrpl_stream_try_connect(const char *conninfo, const char *appname, char **err)
+{
+	pgrpl_stream_load();
+	return pgrpl_walrcv_connect(conninfo, appname, err);
+}
+
+WalReceiverConn *
+pgrpl_stream_connect(const char *conninfo, const char *appname)
+{
+	WalReceiverConn *conn;
+	char	   *err = NULL;
+
+	conn = pgrpl_stream_try_connect(conninfo, appname, &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the primary: %s",
+						err ? pchomp(err) : "unknown error")));
+	return conn;
+}
+
+/* The primary's system identifier, as text. */
+char *
+pgrpl_stream_identify(WalReceiverConn *conn)
+{
+	TimeLineID	tli;
+
+	return walrcv_identify_system(conn, &tli);
+}
+
+/* Run a query returning text columns; ERROR if it fails. */
+static WalRcvExecResult *
+pgrpl_remote_query(WalReceiverConn *conn, const char *sql, int ncols,
+				   const char *what)
+{
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	WalRcvExecResult *res;
+
+	Assert(ncols <= lengthof(types));
+	res = walrcv_exec(conn, sql, ncols, types);
+	if (res->status != WALRCV_OK_TUPLES)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not %s on the primary: %s", what,
+						res->err ? res->err : "unexpected result")));
+	return res;
+}
+
+/* Fail naming every publication the primary does not have. */
+void
+pgrpl_check_publications(WalReceiverConn *conn, List *publications)
+{
+	StringInfoData sql;
+	StringInfoData missing;
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	ListCell   *lc;
+	int			nmissing = 0;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT n FROM pg_catalog.unnest(ARRAY[");
+	foreach(lc, publications)
+		appendStringInfo(&sql, "%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 quote_literal_cstr(strVal(lfirst(lc))));
+	appendStringInfoString(&sql, "]::pg_catalog.text[]) WITH ORDINALITY AS u(n, i)"
+						   " WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication p"
+						   " WHERE p.pubname OPERATOR(pg_catalog.=) u.n) ORDER BY i");
+	res = pgrpl_remote_query(conn, sql.data, 1, "check the publications");
+
+	initStringInfo(&missing);
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, 1, &isnull);
+
+		appendStringInfo(&missing, "%s%s", nmissing++ > 0 ? ", " : "",
+						 quote_identifier(TextDatumGetCString(d)));
+		ExecClearTuple(slot);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+
+	if (nmissing > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg_plural("publication %s does not exist on the primary",
+							   "publications %s do not exist on the primary",
+							   nmissing, missing.data),
+				 errhint("Create it on the primary with CREATE PUBLICATION, or fix the name.")));
+}
+
+/* Is there a slot of that name?  Also checks it is a pgoutput slot. */
+bool
+pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slotname,
+						 XLogRecPtr *confirmed_flush)
+{
+	char	   *sql;
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	sql = psprintf("SELECT slot_type, plugin, confirmed_flush_lsn::pg_catalog.text,"
+				   " pg_catalog.current_database()::pg_catalog.text IS NOT DISTINCT FROM"
+				   " (SELECT datname FROM pg_catalog.pg_database d WHERE d.oid = s.datoid)::pg_catalog.text"
+				   " FROM pg_catalog.pg_replication_slots s WHERE slot_name = %s",
+				   quote_literal_cstr(slotname));
+	res = pgrpl_remote_query(conn, sql, 4, "look up the replication slot");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		bool		isnull[4];
+		char	   *val[4];
+
+		for (int i = 0; i < 4; i++)
+		{
+			Datum		d = slot_getattr(slot, i + 1, &isnull[i]);
+
+			val[i] = isnull[i] ? NULL : TextDatumGetCString(d);
+		}
+		found = true;
+		if (val[0] == NULL || strcmp(val[0], "logical") != 0 ||
+			val[1] == NULL || strcmp(val[1], "pgoutput") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("replication slot \"%s\" on the primary is not a logical slot of plugin \"pgoutput\"",
+							slotname)));
+		if (val[3] == NULL || strcmp(val[3], "true") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("replication slot \"%s\" on the primary belongs to another database",
+							slotname)));
+		if (confirmed_flush)
+			*confirmed_flush = val[2] ? DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(val[2])))
+				: InvalidXLogRecPtr;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	return found;
+}
+
+XLogRecPtr
+pgrpl_create_remote_slot(WalReceiverConn *conn, const char *slotname)
+{
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+
+	(void) pgrpl_walrcv_create_slot(conn, slotname, &lsn);
+	return lsn;
+}
+
+/* WAIT: the walsender of a just-stopped worker may not have exited yet. */
+void
+pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slotname)
+{
+	char	   *cmd = psprintf("DROP_REPLICATION_SLOT %s WAIT",
+							   quote_identifier(slotname));
+	WalRcvExecResult *res = walrcv_exec(conn, cmd, 0, NULL);
+
+	if (res->status != WALRCV_OK_COMMAND)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not drop replication slot \"%s\" on the primary: %s",
+						slotname, res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+}
+
+/*
+ * The publication_names option: each name quoted as an identifier (pgoutput
+ * splits the list with SplitIdentifierString), the list quoted as a
+ * replication-command string literal (which knows only '' as escape).
+ */
+static char *
+pgrpl_publication_names_literal(List *publications)
+{
+	StringInfoData names;
+	StringInfoData lit;
+	ListCell   *lc;
+
+	initStringInfo(&names);
+	foreach(lc, publications)
+	{
+		const char *name = strVal(lfirst(lc));
+
+		if (names.len > 0)
+			appendStringInfoChar(&names, ',');
+		appendStringInfoChar(&names, '"');
+		for (const char *p = name; *p; p++)
+		{
+			if (*p == '"')
+				appendStringInfoChar(&names, '"');
+			appendStringInfoChar(&names, *p);
+		}
+		appendStringInfoChar(&names, '"');
+	}
+
+	initStringInfo(&lit);
+	appendStringInfoChar(&lit, '\'');
+	for (const char *p = names.data; *p; p++)
+	{
+		if (*p == '\'')
+			appendStringInfoChar(&lit, '\'');
+		appendStringInfoChar(&lit, *p);
+	}
+	appendStringInfoChar(&lit, '\'');
+	return lit.data;
+}
+
+/*
+ * START_REPLICATION with messages 'true'.  PG15's WalRcvStreamOptions has
+ * no messages field, so the command is sent with walrcv_exec, which leaves
+ * the connection in COPY BOTH mode for walrcv_receive/walrcv_send.
+ */
+void
+pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
+				   XLogRecPtr startpos, List *publications)
+{
+	char	   *cmd;
+	WalRcvExecResult *res;
+
+	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
+				   "(proto_version '1', publication_names %s, messages 'true')",
+				   quote_identifier(slotname), LSN_FORMAT_ARGS(startpos),
+				   pgrpl_publication_names_literal(publications));
+	res = walrcv_exec(conn, cmd, 0, NULL);
+	if (res->status != WALRCV_OK_COPY_BOTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not start logical replication from slot \"%s\": %s",
+						slotname, res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+}
+
+/* Split a CopyData message into its header fields and payload. */
+void
+pgrpl_parse_copydata(char *buf, int len, PgrplCopyData *msg)
+{
+	StringInfoData s;
+
+	s.data = buf;
+	s.len = len;
+	s.maxlen = -1;
+	s.cursor = 0;
+
+	msg->kind = pq_getmsgbyte(&s);
+	msg->reply_requested = false;
+	switch (msg->kind)
+	{
+		case 'w':
+			msg->data_start = pq_getmsgint64(&s);
+			msg->wal_end = pq_getmsgint64(&s);
+			msg->send_time = pq_getmsgint64(&s);
+			msg->payload.data = buf + s.cursor;
+			msg->payload.len = len - s.cursor;
+			msg->payload.maxlen = -1;
+			msg->payload.cursor = 0;
+			break;
+		case 'k':
+			msg->wal_end = pq_getmsgint64(&s);
+			msg->send_time = pq_getmsgint64(&s);
+			msg->reply_requested = pq_getmsgbyte(&s) != 0;
+			pq_getmsgend(&s);
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid replication stream message type \"%c\"",
+							isprint((unsigned char) msg->kind) ? msg->kind : '?')));
+	}
+}
+
+/* A standby status update ('r'): apply equals flush for a change log. */
+void
+pgrpl_send_feedback(WalReceiverConn *conn, XLogRecPtr write, XLogRecPtr flush,
+					bool reply_requested)
+{
+	StringInfoData s;
+
+	initStringInfo(&s);
+	pq_sendbyte(&s, 'r');
+	pq_sendint64(&s, write);
+	pq_sendint64(&s, flush);
+	pq_sendint64(&s, flush);
+	pq_sendint64(&s, GetCurrentTimestamp());
+	pq_sendbyte(&s, reply_requested ? 1 : 0);
+	walrcv_send(conn, s.data, s.len);
+	pfree(s.data);
+}
+
+/* The primary would reject these; say so before connecting. */
+void
+pgrpl_check_slot_name(const char *name)
+{
+	(void) ReplicationSlotValidateName(name, ERROR);
+}

@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_stream.h
+ *		The replication connection to the primary: connect, slot commands,
+ *		START_REPLICATION, CopyData framing and standby status updates.
+ *
+ * Everything goes through PostgreSQL's libpqwalreceiver, so every libpq
+ * connection option (TLS, SCRAM, passfile, unix sockets) works.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGRPL_STREAM_H
+#define PGRPL_STREAM_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "replication/walreceiver.h"
+
+/* One CopyData message of the walsender's COPY BOTH stream. */
+typedef struct PgrplCopyData
+{
+	char		kind;			/* 'w' data, 'k' keepalive */
+	XLogRecPtr	data_start;		/* 'w': LSN of the change */
+	XLogRecPtr	wal_end;		/* 'w' and 'k': walsender's position */
+	TimestampTz send_time;
+	bool		reply_requested;	/* 'k' */
+	StringInfoData payload;		/* 'w': the pgoutput message */
+} PgrplCopyData;
+
+extern void pgrpl_stream_load(void);
+extern void pgrpl_check_conninfo(const char *conninfo);
+extern char *pgrpl_mask_conninfo_str(const char *conninfo);
+extern WalReceiverConn *pgrpl_stream_try_connect(const char *conninfo,
+												 const char *appname, char **err);
+extern WalReceiverConn *pgrpl_stream_connect(const char *conninfo,
+											 const char *appname);
+extern char *pgrpl_stream_identify(WalReceiverConn *conn);
+extern void pgrpl_check_publications(WalReceiverConn *conn, List *publications);
+extern bool pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slot,
+									 XLogRecPtr *confirmed_flush);
+extern XLogRecPtr pgrpl_create_remote_slot(WalReceiverConn *conn, const char *slot);
+extern void pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slot);
+extern void pgrpl_stream_start(WalReceiverConn *conn, const char *slot,
+							   XLogRecPtr startpos, List *publications);
+extern void pgrpl_parse_copydata(char *buf, int len, PgrplCopyData *msg);
+extern void pgrpl_send_feedback(WalReceiverConn *conn, XLogRecPtr write,
+								XLogRecPtr flush, bool reply_requested);
+extern void pgrpl_check_slot_name(const char *name);
+
+#endif							/* PGRPL_STREAM_H */

@@ -1,0 +1,221 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_writer.c
+ *		Insert change and transaction rows into the change log.
+ *
+ * Rows go straight to the table AM and the indexes, without SQL or SPI:
+ * the writer runs once per captured change and must keep up with what a
+ * walsender can decode.  Each row is written as it arrives, so memory does
+ * not grow with the size of a remote transaction.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+
+#include "pgrpl.h"
+#include "pgrpl_writer.h"
+
+/* Column numbers of pgrpl.change and pgrpl.transaction (install script). */
+enum
+{
+	CH_SUB_ID, CH_COMMIT_LSN, CH_SEQ, CH_LSN, CH_OP, CH_SCHEMA, CH_TABLE,
+	CH_OLD, CH_NEW, CH_UNCHANGED, CH_MSG_PREFIX, CH_MSG_CONTENT, CH_NATTS
+};
+enum
+{
+	TX_SUB_ID, TX_COMMIT_LSN, TX_END_LSN, TX_XID, TX_COMMIT_TIME, TX_ORIGIN,
+	TX_ORIGIN_LSN, TX_CHANGES, TX_NATTS
+};
+
+typedef struct PgrplTarget
+{
+	Relation	rel;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+} PgrplTarget;
+
+typedef struct PgrplWriter
+{
+	bool		active;
+	int32		subid;
+	EState	   *estate;
+	PgrplTarget change;
+	PgrplTarget txn;
+} PgrplWriter;
+
+static PgrplWriter writer;
+
+static Relation
+pgrpl_open_log_table(const char *name, int natts)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid(PGRPL_SCHEMA, false));
+	Relation	rel;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", PGRPL_SCHEMA, name),
+				 errhint("Is the pgrpl extension installed in this database?")));
+	rel = table_open(relid, RowExclusiveLock);
+	if (RelationGetDescr(rel)->natts != natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("relation \"%s.%s\" has an unexpected definition", PGRPL_SCHEMA, name),
+				 errhint("Update the extension with ALTER EXTENSION pgrpl UPDATE.")));
+	return rel;
+}
+
+static void
+pgrpl_target_open(PgrplTarget *t, const char *name, int natts, Index rti)
+{
+	t->rel = pgrpl_open_log_table(name, natts);
+	t->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
+	ExecOpenIndices(t->rri, false);
+	t->slot = MakeSingleTupleTableSlot(RelationGetDescr(t->rel),
+									   &TTSOpsHeapTuple);
+}
+
+/* Open the change log for the current local transaction. */
+void
+pgrpl_writer_begin(int32 subid)
+{
+	MemoryContext oldcxt;
+
+	Assert(IsTransactionState());
+	if (writer.active)
+		return;
+
+	/* Lives exactly as long as the local transaction. */
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	writer.subid = subid;
+	writer.estate = CreateExecutorState();
+	pgrpl_target_open(&writer.change, "change", CH_NATTS, 1);
+	pgrpl_target_open(&writer.txn, "transaction", TX_NATTS, 2);
+	writer.active = true;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * After an error: the aborted transaction has released the relations and
+ * freed the memory, so only forget them.
+ */
+void
+pgrpl_writer_reset(void)
+{
+	writer.active = false;
+}
+
+bool
+pgrpl_writer_active(void)
+{
+	return writer.active;
+}
+
+static void
+pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
+{
+	HeapTuple	tuple = heap_form_tuple(RelationGetDescr(t->rel), values, nulls);
+
+	ExecStoreHeapTuple(tuple, t->slot, true);
+	table_tuple_insert(t->rel, t->slot, GetCurrentCommandId(true), 0, NULL);
+	if (t->rri->ri_NumIndices > 0)
+		ExecInsertIndexTuples(t->rri, t->slot, writer.estate, false, false,
+							  NULL, NIL);
+	ExecClearTuple(t->slot);
+	ResetPerTupleExprContext(writer.estate);
+}
+
+static inline Datum
+pgrpl_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+void
+pgrpl_writer_insert_change(const PgrplChangeRow *row)
+{
+	Datum		values[CH_NATTS];
+	bool		nulls[CH_NATTS];
+
+	Assert(writer.active);
+	memset(nulls, 0, sizeof(nulls));
+	values[CH_SUB_ID] = Int32GetDatum(writer.subid);
+	values[CH_COMMIT_LSN] = LSNGetDatum(row->commit_lsn);
+	values[CH_SEQ] = Int32GetDatum(row->seq);
+	values[CH_LSN] = LSNGetDatum(row->lsn);
+	values[CH_OP] = CharGetDatum(row->op);
+	values[CH_SCHEMA] = pgrpl_text_or_null(row->schema_name, &nulls[CH_SCHEMA]);
+	values[CH_TABLE] = pgrpl_text_or_null(row->table_name, &nulls[CH_TABLE]);
+	values[CH_OLD] = PointerGetDatum(row->old);
+	nulls[CH_OLD] = (row->old == NULL);
+	values[CH_NEW] = PointerGetDatum(row->new);
+	nulls[CH_NEW] = (row->new == NULL);
+	values[CH_UNCHANGED] = PointerGetDatum(row->unchanged);
+	nulls[CH_UNCHANGED] = (row->unchanged == NULL);
+	values[CH_MSG_PREFIX] = pgrpl_text_or_null(row->message_prefix,
+											   &nulls[CH_MSG_PREFIX]);
+	if (row->op == PGRPL_OP_MESSAGE)
+	{
+		bytea	   *content = palloc(VARHDRSZ + row->message_len);
+
+		SET_VARSIZE(content, VARHDRSZ + row->message_len);
+		memcpy(VARDATA(content), row->message_content, row->message_len);
+		values[CH_MSG_CONTENT] = PointerGetDatum(content);
+	}
+	else
+		nulls[CH_MSG_CONTENT] = true;
+
+	pgrpl_target_insert(&writer.change, values, nulls);
+}
+
+void
+pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
+{
+	Datum		values[TX_NATTS];
+	bool		nulls[TX_NATTS];
+
+	Assert(writer.active);
+	memset(nulls, 0, sizeof(nulls));
+	values[TX_SUB_ID] = Int32GetDatum(writer.subid);
+	values[TX_COMMIT_LSN] = LSNGetDatum(row->commit_lsn);
+	values[TX_END_LSN] = LSNGetDatum(row->end_lsn);
+	values[TX_XID] = Int64GetDatum((int64) row->xid);
+	values[TX_COMMIT_TIME] = TimestampTzGetDatum(row->commit_time);
+	values[TX_ORIGIN] = pgrpl_text_or_null(row->origin, &nulls[TX_ORIGIN]);
+	values[TX_ORIGIN_LSN] = LSNGetDatum(row->origin_lsn);
+	nulls[TX_ORIGIN_LSN] = (row->origin == NULL);
+	values[TX_CHANGES] = Int32GetDatum(row->changes);
+
+	pgrpl_target_insert(&writer.txn, values, nulls);
+}
+
+static void
+pgrpl_target_close(PgrplTarget *t)
+{
+	ExecCloseIndices(t->rri);
+	ExecDropSingleTupleTableSlot(t->slot);
+	table_close(t->rel, NoLock);
+}
+
+/* Close the change log before the caller commits. */
+void
+pgrpl_writer_end(void)
+{
+	if (!writer.active)
+		return;
+	pgrpl_target_close(&writer.change);
+	pgrpl_target_close(&writer.txn);
+	FreeExecutorState(writer.estate);
+	writer.active = false;
+}
