@@ -136,12 +136,12 @@ SELECT s.sub_name AS name,
        w.pid,
        CASE WHEN w.state = 'finished' THEN 'finished'
             WHEN NOT s.enabled THEN 'disabled'
-            ELSE pg_catalog.coalesce(w.state, 'starting') END AS state,
+            ELSE COALESCE(w.state, 'starting') END AS state,
        w.received_lsn, w.flushed_lsn, w.latest_end_lsn,
        w.last_msg_send_time, w.last_msg_receipt_time, w.latest_end_time,
-       pg_catalog.coalesce(w.transactions, 0) AS transactions,
-       pg_catalog.coalesce(w.changes, 0) AS changes,
-       pg_catalog.coalesce(w.bytes_received, 0) AS bytes_received,
+       COALESCE(w.transactions, 0) AS transactions,
+       COALESCE(w.changes, 0) AS changes,
+       COALESCE(w.bytes_received, 0) AS bytes_received,
        w.last_error, w.last_error_time
   FROM pgrpl.subscription s
   LEFT JOIN pgrpl.worker_status() w ON w.sub_id = s.sub_id;

@@ -214,10 +214,11 @@ pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slotname,
 	TupleTableSlot *slot;
 	bool		found = false;
 
+	/* walrcv_exec returns text output: booleans come back as "t"/"f". */
 	sql = psprintf("SELECT slot_type, plugin, confirmed_flush_lsn::pg_catalog.text,"
-				   " pg_catalog.current_database()::pg_catalog.text IS NOT DISTINCT FROM"
-				   " (SELECT datname FROM pg_catalog.pg_database d WHERE d.oid = s.datoid)::pg_catalog.text"
-				   " FROM pg_catalog.pg_replication_slots s WHERE slot_name = %s",
+				   " (s.database OPERATOR(pg_catalog.=) pg_catalog.current_database())::pg_catalog.text"
+				   " FROM pg_catalog.pg_replication_slots s"
+				   " WHERE s.slot_name OPERATOR(pg_catalog.=) %s",
 				   quote_literal_cstr(slotname));
 	res = pgrpl_remote_query(conn, sql, 4, "look up the replication slot");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
