@@ -10,7 +10,8 @@ OBJS = \
 	src/pgrpl_worker.o \
 	src/pgrpl_launcher.o \
 	src/pgrpl_catalog.o \
-	src/pgrpl_api.o
+	src/pgrpl_api.o \
+	src/pgrpl_inspect.o
 
 EXTENSION = pgrpl
 DATA = pgrpl--1.0.sql

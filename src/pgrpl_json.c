@@ -207,12 +207,14 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 	rel->natts = remote->natts;
 	rel->cols = palloc0(sizeof(PgrplColumn) * Max(remote->natts, 1));
 	rel->skip = pgrpl_loopback && strcmp(rel->nspname, PGRPL_SCHEMA) == 0;
+	rel->nkeys = 0;
 	for (int i = 0; i < remote->natts; i++)
 	{
 		PgrplColumn *col = &rel->cols[i];
 
 		col->name = pstrdup(remote->attnames[i]);
 		col->is_key = bms_is_member(i, remote->attkeys);
+		rel->nkeys += col->is_key ? 1 : 0;
 		col->remote_typid = remote->atttyps[i];
 		col->typmod = -1;
 		pgrpl_column_resolve(col, rel->cxt);
@@ -237,11 +239,40 @@ pgrpl_relmap_get(LogicalRepRelId remoteid)
 }
 
 static void
+pgrpl_check_ncols(PgrplRelation *rel, LogicalRepTupleData *tup)
+{
+	if (tup->ncols != rel->natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("tuple for relation \"%s.%s\" has %d columns, expected %d",
+						rel->nspname, rel->relname, tup->ncols, rel->natts)));
+}
+
+static void
 pgrpl_string_value(JsonbValue *v, char *s, int len)
 {
 	v->type = jbvString;
 	v->val.string.val = s;
 	v->val.string.len = len;
+}
+
+static void pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v);
+
+/* A non-TOAST column value of a tuple, by its status byte. */
+static void
+pgrpl_column_value(PgrplRelation *rel, PgrplColumn *col, char status,
+				   StringInfo text, JsonbValue *v)
+{
+	if (status == LOGICALREP_COLUMN_NULL)
+		v->type = jbvNull;
+	else if (status == LOGICALREP_COLUMN_TEXT)
+		pgrpl_value_to_jsonb(col, text, v);
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("unexpected binary value for column \"%s\" of relation \"%s.%s\"",
+						col->name, rel->nspname, rel->relname),
+				 errdetail("pgrpl asks for text values only.")));
 }
 
 /* One column value as to_jsonb() would give it; may point into "text". */
@@ -300,12 +331,13 @@ pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
 
 /*
  * Build the jsonb object of one tuple.  keys_only keeps just the replica
- * identity columns (an old key).  Unchanged TOASTed values are left out and
- * their column names returned in *unchanged (NULL when there are none).
+ * identity columns.  A column sent as unchanged TOAST is taken from
+ * "fallback" when that tuple has it; otherwise it is left out and, if
+ * "unchanged" is given, its name returned there (NULL when there are none).
  */
-Jsonb *
-pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
-					 bool keys_only, ArrayType **unchanged)
+static Jsonb *
+pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
+				  LogicalRepTupleData *fallback, ArrayType **unchanged)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue	key;
@@ -314,21 +346,22 @@ pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
 	Datum	   *unchanged_names = NULL;
 	int			nunchanged = 0;
 
-	if (tup->ncols != rel->natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("tuple for relation \"%s.%s\" has %d columns, expected %d",
-						rel->nspname, rel->relname, tup->ncols, rel->natts)));
+	pgrpl_check_ncols(rel, tup);
+	if (fallback != NULL)
+		pgrpl_check_ncols(rel, fallback);
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (int i = 0; i < rel->natts; i++)
 	{
 		PgrplColumn *col = &rel->cols[i];
-		char		status = tup->colstatus[i];
+		LogicalRepTupleData *src = tup;
 
 		if (keys_only && !col->is_key)
 			continue;
-		if (status == LOGICALREP_COLUMN_UNCHANGED)
+		if (src->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED && fallback != NULL &&
+			fallback->colstatus[i] != LOGICALREP_COLUMN_UNCHANGED)
+			src = fallback;
+		if (src->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
 		{
 			if (unchanged_names == NULL)
 				unchanged_names = palloc(sizeof(Datum) * rel->natts);
@@ -337,16 +370,7 @@ pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
 		}
 		pgrpl_string_value(&key, col->name, strlen(col->name));
 		pushJsonbValue(&state, WJB_KEY, &key);
-		if (status == LOGICALREP_COLUMN_NULL)
-			val.type = jbvNull;
-		else if (status == LOGICALREP_COLUMN_TEXT)
-			pgrpl_value_to_jsonb(col, &tup->colvalues[i], &val);
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("unexpected binary value for column \"%s\" of relation \"%s.%s\"",
-							col->name, rel->nspname, rel->relname),
-					 errdetail("pgrpl asks for text values only.")));
+		pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i], &val);
 		pushJsonbValue(&state, WJB_VALUE, &val);
 	}
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
@@ -356,4 +380,38 @@ pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
 			construct_array(unchanged_names, nunchanged, TEXTOID, -1, false,
 							TYPALIGN_INT);
 	return JsonbValueToJsonb(res);
+}
+
+/*
+ * The jsonb object of one tuple (keys_only: just its replica identity
+ * columns).  Unchanged TOASTed values are left out and their column names
+ * returned in *unchanged (NULL when there are none).
+ */
+Jsonb *
+pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
+					 bool keys_only, ArrayType **unchanged)
+{
+	return pgrpl_build_jsonb(rel, tup, keys_only, NULL, unchanged);
+}
+
+/*
+ * The replica identity of a row, or NULL when the relation has none.  Key
+ * columns sent as unchanged TOAST are taken from "old" (the old row of an
+ * UPDATE, may be NULL), so a row keeps the same key whether or not an
+ * unchanged toasted key column was sent.
+ */
+Jsonb *
+pgrpl_tuple_key(PgrplRelation *rel, LogicalRepTupleData *tup,
+				LogicalRepTupleData *old)
+{
+	if (rel->nkeys == 0)
+		return NULL;
+	return pgrpl_build_jsonb(rel, tup, true, old, NULL);
+}
+
+/* Equal jsonb values: both are built here from the same text, so bytes do. */
+bool
+pgrpl_jsonb_equal(Jsonb *a, Jsonb *b)
+{
+	return VARSIZE(a) == VARSIZE(b) && memcmp(a, b, VARSIZE(a)) == 0;
 }

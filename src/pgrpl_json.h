@@ -46,6 +46,7 @@ typedef struct PgrplRelation
 	char	   *relname;
 	char		replident;
 	int			natts;
+	int			nkeys;			/* replica identity columns */
 	PgrplColumn *cols;
 	bool		skip;			/* our own change log on a loopback primary */
 	MemoryContext cxt;			/* owns everything above but the key */
@@ -59,5 +60,8 @@ extern PgrplRelation *pgrpl_relmap_get(LogicalRepRelId remoteid);
 
 extern Jsonb *pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
 								   bool keys_only, ArrayType **unchanged);
+extern Jsonb *pgrpl_tuple_key(PgrplRelation *rel, LogicalRepTupleData *tup,
+							  LogicalRepTupleData *old);
+extern bool pgrpl_jsonb_equal(Jsonb *a, Jsonb *b);
 
 #endif							/* PGRPL_JSON_H */

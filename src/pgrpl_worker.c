@@ -834,16 +834,29 @@ pgrpl_handle_change(PgrplMessage *msg)
 		case LOGICAL_REP_MSG_INSERT:
 			row.op = PGRPL_OP_INSERT;
 			row.new = pgrpl_tuple_to_jsonb(rel, &c->newtup, false, &row.unchanged);
+			row.row_key = pgrpl_tuple_key(rel, &c->newtup, NULL);
 			break;
 		case LOGICAL_REP_MSG_UPDATE:
 			row.op = PGRPL_OP_UPDATE;
-			if (c->old_kind != 0)
-				row.old = pgrpl_tuple_to_jsonb(rel, &c->oldtup, c->old_kind == 'K', NULL);
 			row.new = pgrpl_tuple_to_jsonb(rel, &c->newtup, false, &row.unchanged);
+			if (c->old_kind != 0)
+			{
+				row.old = pgrpl_tuple_to_jsonb(rel, &c->oldtup, c->old_kind == 'K', NULL);
+				row.old_key = (c->old_kind == 'K') ? row.old :
+					pgrpl_tuple_key(rel, &c->oldtup, NULL);
+			}
+			row.row_key = pgrpl_tuple_key(rel, &c->newtup,
+										  c->old_kind != 0 ? &c->oldtup : NULL);
+			/* old_key marks a key change: row_history() follows it. */
+			if (row.old_key != NULL && row.row_key != NULL &&
+				pgrpl_jsonb_equal(row.old_key, row.row_key))
+				row.old_key = NULL;
 			break;
 		case LOGICAL_REP_MSG_DELETE:
 			row.op = PGRPL_OP_DELETE;
 			row.old = pgrpl_tuple_to_jsonb(rel, &c->oldtup, c->old_kind == 'K', NULL);
+			row.row_key = (c->old_kind == 'K') ? row.old :
+				pgrpl_tuple_key(rel, &c->oldtup, NULL);
 			break;
 		default:
 			Assert(false);

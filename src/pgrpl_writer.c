@@ -14,6 +14,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
@@ -28,7 +29,8 @@
 enum
 {
 	CH_SUB_ID, CH_COMMIT_LSN, CH_SEQ, CH_LSN, CH_OP, CH_SCHEMA, CH_TABLE,
-	CH_OLD, CH_NEW, CH_UNCHANGED, CH_MSG_PREFIX, CH_MSG_CONTENT, CH_NATTS
+	CH_OLD, CH_NEW, CH_UNCHANGED, CH_MSG_PREFIX, CH_MSG_CONTENT, CH_ROW_KEY,
+	CH_KEY_HASH, CH_OLD_KEY, CH_NATTS
 };
 enum
 {
@@ -135,6 +137,25 @@ pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
 	ResetPerTupleExprContext(writer.estate);
 }
 
+/*
+ * The hash that row_history() and table_as_of() look rows up by: the
+ * relation name seeds jsonb's own extended hash (the one hash partitioning
+ * relies on being stable), so equal keys of different tables differ.
+ */
+int64
+pgrpl_key_hash(const char *schema_name, const char *table_name, Jsonb *key)
+{
+	uint64		seed;
+
+	seed = hash_bytes_extended((const unsigned char *) schema_name,
+							   strlen(schema_name), 0);
+	seed = hash_bytes_extended((const unsigned char *) table_name,
+							   strlen(table_name), seed);
+	return DatumGetInt64(DirectFunctionCall2(jsonb_hash_extended,
+											 JsonbPGetDatum(key),
+											 UInt64GetDatum(seed)));
+}
+
 static inline Datum
 pgrpl_text_or_null(const char *s, bool *isnull)
 {
@@ -175,6 +196,14 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	}
 	else
 		nulls[CH_MSG_CONTENT] = true;
+	values[CH_ROW_KEY] = PointerGetDatum(row->row_key);
+	nulls[CH_ROW_KEY] = nulls[CH_KEY_HASH] = (row->row_key == NULL);
+	if (row->row_key != NULL)
+		values[CH_KEY_HASH] = Int64GetDatum(pgrpl_key_hash(row->schema_name,
+														   row->table_name,
+														   row->row_key));
+	values[CH_OLD_KEY] = PointerGetDatum(row->old_key);
+	nulls[CH_OLD_KEY] = (row->old_key == NULL);
 
 	pgrpl_target_insert(&writer.change, values, nulls);
 }

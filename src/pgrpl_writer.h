@@ -35,6 +35,8 @@ typedef struct PgrplChangeRow
 	const char *message_prefix; /* messages only */
 	const char *message_content;
 	int			message_len;
+	Jsonb	   *row_key;		/* replica identity after the change, or NULL */
+	Jsonb	   *old_key;		/* UPDATE: identity before, if it changed */
 } PgrplChangeRow;
 
 typedef struct PgrplTxnRow
@@ -48,6 +50,8 @@ typedef struct PgrplTxnRow
 	int32		changes;
 } PgrplTxnRow;
 
+extern int64 pgrpl_key_hash(const char *schema_name, const char *table_name,
+							Jsonb *key);
 extern void pgrpl_writer_begin(int32 subid);
 extern void pgrpl_writer_insert_change(const PgrplChangeRow *row);
 extern void pgrpl_writer_insert_transaction(const PgrplTxnRow *row);

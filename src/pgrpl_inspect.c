@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_inspect.c
+ *		SQL functions that look at data without touching the change log:
+ *		pgrpl.decode() describes one pgoutput message as jsonb, and
+ *		pgrpl.key_hash() is the row lookup hash the change log is indexed by.
+ *
+ * decode() runs the worker's own decoder, so it shows exactly what the
+ * worker would see, and malformed input fails the same way: a clean ERROR
+ * with ERRCODE_PROTOCOL_VIOLATION.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+#include "pgrpl_decode.h"
+#include "pgrpl_writer.h"
+
+PG_FUNCTION_INFO_V1(pgrpl_decode_sql);
+PG_FUNCTION_INFO_V1(pgrpl_key_hash_sql);
+
+/* ---- a tiny JSON object writer over a StringInfo ---- */
+
+static void
+pgrpl_json_key(StringInfo out, const char *key)
+{
+	if (out->data[out->len - 1] != '{' && out->data[out->len - 1] != '[')
+		appendStringInfoString(out, ", ");
+	escape_json(out, key);
+	appendStringInfoString(out, ": ");
+}
+
+static void
+pgrpl_json_str(StringInfo out, const char *key, const char *val)
+{
+	pgrpl_json_key(out, key);
+	if (val == NULL)
+		appendStringInfoString(out, "null");
+	else
+		escape_json(out, val);
+}
+
+static void
+pgrpl_json_int(StringInfo out, const char *key, int64 val)
+{
+	pgrpl_json_key(out, key);
+	appendStringInfo(out, INT64_FORMAT, val);
+}
+
+static void
+pgrpl_json_bool(StringInfo out, const char *key, bool val)
+{
+	pgrpl_json_key(out, key);
+	appendStringInfoString(out, val ? "true" : "false");
+}
+
+static void
+pgrpl_json_lsn(StringInfo out, const char *key, XLogRecPtr lsn)
+{
+	char		buf[32];
+
+	snprintf(buf, sizeof(buf), "%X/%X", LSN_FORMAT_ARGS(lsn));
+	pgrpl_json_str(out, key, buf);
+}
+
+static void
+pgrpl_json_time(StringInfo out, const char *key, TimestampTz t)
+{
+	char		buf[MAXDATELEN + 1];
+
+	pgrpl_json_key(out, key);
+	escape_json(out, JsonEncodeDateTime(buf, TimestampTzGetDatum(t),
+										TIMESTAMPTZOID, NULL));
+}
+
+static void
+pgrpl_json_bytes(StringInfo out, const char *key, const char *data, int len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	pgrpl_json_str(out, key,
+				   DatumGetCString(DirectFunctionCall1(byteaout, PointerGetDatum(b))));
+}
+
+/* ---- one section per message type ---- */
+
+/* A tuple: one {"status", "value"} per column, as sent. */
+static void
+pgrpl_describe_tuple(StringInfo out, const char *key, LogicalRepTupleData *tup)
+{
+	pgrpl_json_key(out, key);
+	appendStringInfoChar(out, '[');
+	for (int i = 0; i < tup->ncols; i++)
+	{
+		char		status = tup->colstatus[i];
+		char		kind[2] = {status, '\0'};
+
+		if (i > 0)
+			appendStringInfoString(out, ", ");
+		appendStringInfoChar(out, '{');
+		pgrpl_json_str(out, "kind", kind);
+		if (status == LOGICALREP_COLUMN_TEXT)
+			pgrpl_json_str(out, "value", tup->colvalues[i].data);
+		else if (status == LOGICALREP_COLUMN_BINARY)
+			pgrpl_json_bytes(out, "value", tup->colvalues[i].data,
+							 tup->colvalues[i].len);
+		appendStringInfoChar(out, '}');
+	}
+	appendStringInfoChar(out, ']');
+}
+
+static void
+pgrpl_describe_relation(StringInfo out, LogicalRepRelation *rel)
+{
+	char		ident[2] = {rel->replident, '\0'};
+
+	pgrpl_json_int(out, "relid", rel->remoteid);
+	pgrpl_json_str(out, "namespace", rel->nspname);
+	pgrpl_json_str(out, "relname", rel->relname);
+	pgrpl_json_str(out, "replica_identity", ident);
+	pgrpl_json_key(out, "columns");
+	appendStringInfoChar(out, '[');
+	for (int i = 0; i < rel->natts; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(out, ", ");
+		appendStringInfoChar(out, '{');
+		pgrpl_json_str(out, "name", rel->attnames[i]);
+		pgrpl_json_int(out, "type_oid", rel->atttyps[i]);
+		pgrpl_json_bool(out, "key", bms_is_member(i, rel->attkeys));
+		appendStringInfoChar(out, '}');
+	}
+	appendStringInfoChar(out, ']');
+}
+
+static void
+pgrpl_describe_change(StringInfo out, PgrplMessage *msg)
+{
+	PgrplChangeMsg *c = &msg->u.change;
+
+	pgrpl_json_int(out, "relid", c->relid);
+	if (c->old_kind != 0)
+	{
+		char		kind[2] = {c->old_kind, '\0'};
+
+		pgrpl_json_str(out, "old_kind", kind);
+		pgrpl_describe_tuple(out, "old", &c->oldtup);
+	}
+	if (msg->type != LOGICAL_REP_MSG_DELETE)
+		pgrpl_describe_tuple(out, "new", &c->newtup);
+}
+
+static void
+pgrpl_describe_truncate(StringInfo out, PgrplTruncateMsg *t)
+{
+	ListCell   *lc;
+
+	pgrpl_json_bool(out, "cascade", t->cascade);
+	pgrpl_json_bool(out, "restart_identity", t->restart_seqs);
+	pgrpl_json_key(out, "relids");
+	appendStringInfoChar(out, '[');
+	foreach(lc, t->relids)
+		appendStringInfo(out, "%s%u", foreach_current_index(lc) > 0 ? ", " : "",
+						 lfirst_oid(lc));
+	appendStringInfoChar(out, ']');
+}
+
+static void
+pgrpl_describe(StringInfo out, PgrplMessage *msg)
+{
+	appendStringInfoChar(out, '{');
+	pgrpl_json_str(out, "type", pgrpl_message_type_name(msg->type));
+	switch (msg->type)
+	{
+		case LOGICAL_REP_MSG_BEGIN:
+			pgrpl_json_lsn(out, "final_lsn", msg->u.begin.final_lsn);
+			pgrpl_json_time(out, "commit_time", msg->u.begin.committime);
+			pgrpl_json_int(out, "xid", msg->u.begin.xid);
+			break;
+		case LOGICAL_REP_MSG_COMMIT:
+			pgrpl_json_lsn(out, "commit_lsn", msg->u.commit.commit_lsn);
+			pgrpl_json_lsn(out, "end_lsn", msg->u.commit.end_lsn);
+			pgrpl_json_time(out, "commit_time", msg->u.commit.committime);
+			break;
+		case LOGICAL_REP_MSG_ORIGIN:
+			pgrpl_json_lsn(out, "origin_lsn", msg->u.origin.lsn);
+			pgrpl_json_str(out, "name", msg->u.origin.name);
+			break;
+		case LOGICAL_REP_MSG_RELATION:
+			pgrpl_describe_relation(out, msg->u.relation);
+			break;
+		case LOGICAL_REP_MSG_TYPE:
+			pgrpl_json_int(out, "type_oid", msg->u.type.remoteid);
+			pgrpl_json_str(out, "namespace", msg->u.type.nspname);
+			pgrpl_json_str(out, "name", msg->u.type.typname);
+			break;
+		case LOGICAL_REP_MSG_INSERT:
+		case LOGICAL_REP_MSG_UPDATE:
+		case LOGICAL_REP_MSG_DELETE:
+			pgrpl_describe_change(out, msg);
+			break;
+		case LOGICAL_REP_MSG_TRUNCATE:
+			pgrpl_describe_truncate(out, &msg->u.truncate);
+			break;
+		case LOGICAL_REP_MSG_MESSAGE:
+			pgrpl_json_bool(out, "transactional", msg->u.message.transactional);
+			pgrpl_json_lsn(out, "lsn", msg->u.message.lsn);
+			pgrpl_json_str(out, "prefix", msg->u.message.prefix);
+			pgrpl_json_bytes(out, "content", msg->u.message.content,
+							 msg->u.message.len);
+			break;
+		default:
+			elog(ERROR, "unexpected pgoutput message type %d", msg->type);
+	}
+	appendStringInfoChar(out, '}');
+}
+
+/* pgrpl.decode(message bytea) RETURNS jsonb */
+Datum
+pgrpl_decode_sql(PG_FUNCTION_ARGS)
+{
+	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
+	StringInfoData in;
+	StringInfoData out;
+	PgrplMessage msg;
+
+	/* The decoder reads strings in place: give it a terminated copy. */
+	in.len = VARSIZE_ANY_EXHDR(raw);
+	in.maxlen = in.len + 1;
+	in.data = palloc(in.maxlen);
+	memcpy(in.data, VARDATA_ANY(raw), in.len);
+	in.data[in.len] = '\0';
+	in.cursor = 0;
+
+	pgrpl_decode_message(&in, &msg);
+
+	initStringInfo(&out);
+	pgrpl_describe(&out, &msg);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
+/* pgrpl.key_hash(schema_name text, table_name text, key jsonb) RETURNS bigint */
+Datum
+pgrpl_key_hash_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(pgrpl_key_hash(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+								   text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								   PG_GETARG_JSONB_P(2)));
+}
