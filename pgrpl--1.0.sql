@@ -38,10 +38,12 @@ CREATE TABLE pgrpl.transaction (
 );
 
 -- One row per captured change.  (sub_id, commit_lsn, seq) is the cursor order.
--- A non-transactional message has no transaction row: its commit_lsn is its
--- own LSN and seq is 1.  No foreign key to pgrpl.transaction: the writer
--- inserts changes before their transaction row, and a per-row check would
--- cost more than it protects.
+-- A non-transactional message has no transaction row and seq 1; its
+-- commit_lsn and lsn are one byte before the end of its WAL record (pgoutput
+-- reports the end, where the commit record of the next transaction -- often
+-- the one that emitted it -- can start).  No foreign key to pgrpl.transaction:
+-- the writer inserts changes before their transaction row, and a per-row
+-- check would cost more than it protects.
 CREATE TABLE pgrpl.change (
     sub_id          integer NOT NULL,
     commit_lsn      pg_lsn NOT NULL,

@@ -216,14 +216,29 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	if (sub.enabled)
 		pgrpl_require_free_slot();
 	pgrpl_check_conninfo(sub.conninfo);
+	/* As CREATE SUBSCRIPTION: a rollback would leave the new slot behind. */
+	if (create_slot && IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("pgrpl.create_subscription with create_slot cannot run inside a transaction block"),
+				 errdetail("Creating the replication slot on the primary cannot be rolled back."),
+				 errhint("Run it on its own, or create the slot first and pass create_slot => false.")));
 
 	conn = pgrpl_stream_connect(sub.conninfo, sub.name);
-	sub.system_identifier = pgrpl_stream_identify(conn);
-	snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
-	pgrpl_check_publications(conn, sub.publications);
-	start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
-								   strcmp(sub.system_identifier, local_sysid) == 0);
-	walrcv_disconnect(conn);
+	/* Close the connection on error too, or its walsender lingers. */
+	PG_TRY();
+	{
+		sub.system_identifier = pgrpl_stream_identify(conn);
+		snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
+		pgrpl_check_publications(conn, sub.publications);
+		start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
+									   strcmp(sub.system_identifier, local_sysid) == 0);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
 
 	sub.start_lsn = start_lsn;
 	pgrpl_subscription_insert(&sub);
@@ -275,6 +290,13 @@ pgrpl_drop_subscription(PG_FUNCTION_ARGS)
 	pgrpl_require_superuser("drop a pgrpl subscription");
 	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
 	drop_slot = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	/* As DROP SUBSCRIPTION: a rollback would keep a subscription without slot. */
+	if (drop_slot && IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("pgrpl.drop_subscription with drop_slot cannot run inside a transaction block"),
+				 errdetail("Dropping the replication slot on the primary cannot be rolled back."),
+				 errhint("Run it on its own, or pass drop_slot => false and drop the slot by hand.")));
 
 	/* The worker must be gone before its slot and origin can be dropped. */
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_FORGET,

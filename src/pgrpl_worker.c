@@ -486,6 +486,12 @@ pgrpl_session(void)
 	}
 	if (end == PGRPL_SESSION_FINISHED)
 	{
+		/*
+		 * What ended the session (e.g. a non-transactional message past
+		 * stop_lsn) was received but not captured: confirm no more than we
+		 * have, or the slot would skip it once streaming resumes.
+		 */
+		W.last_received = Min(W.last_received, W.progress);
 		/* Make our last commit durable so the final status can cover it. */
 		XLogFlush(XactLastCommitEnd);
 		pgrpl_send_status(true, false);
@@ -887,15 +893,19 @@ pgrpl_handle_truncate(PgrplMessage *msg)
 
 /*
  * A non-transactional message is its own unit: one local transaction whose
- * progress is lsn + 1, so that a restart at that point skips it (the
- * walsender skips messages before its start point).
+ * progress is its lsn.  pgoutput sends the END of the message's WAL record
+ * as its lsn, so a restart there skips it (the walsender skips messages
+ * that start before its start point), yet still sends a transaction whose
+ * commit record starts right there -- often the very transaction that
+ * emitted the message.  So the message's row gets lsn - 1 (inside its own
+ * record) as commit_lsn and lsn: unique, and before that transaction.
  */
 static bool
 pgrpl_handle_message(PgrplMessage *msg)
 {
 	PgrplLogicalMsg *m = &msg->u.message;
 	PgrplChangeRow row = {0};
-	XLogRecPtr	end = m->lsn + 1;
+	XLogRecPtr	end = m->lsn;
 
 	row.op = PGRPL_OP_MESSAGE;
 	row.message_prefix = m->prefix;
@@ -919,9 +929,9 @@ pgrpl_handle_message(PgrplMessage *msg)
 
 	StartTransactionCommand();
 	pgrpl_writer_begin(W.subid);
-	row.commit_lsn = m->lsn;
+	row.commit_lsn = m->lsn - 1;
 	row.seq = 1;
-	row.lsn = m->lsn;
+	row.lsn = m->lsn - 1;
 	pgrpl_writer_insert_change(&row);
 	pgrpl_writer_end();
 	replorigin_session_origin_lsn = end;
