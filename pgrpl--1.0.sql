@@ -411,6 +411,9 @@ DECLARE
     col text;
     missing text[] := cols;
 BEGIN
+    -- The change itself may be the one that gave the row this key.
+    SELECT COALESCE(ch.old_key, key) INTO key FROM pgrpl.change ch
+     WHERE ch.sub_id = sid AND ch.commit_lsn = at_lsn AND ch.seq = at_seq;
     WHILE cardinality(missing) > 0 AND key IS NOT NULL LOOP
         SELECT ch.commit_lsn, ch.seq, ch.op, ch.old, ch.new, ch.old_key INTO c
           FROM pgrpl.change ch

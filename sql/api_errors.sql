@@ -55,7 +55,7 @@ SELECT pgrpl.disable_subscription(NULL);
 SELECT pgrpl.alter_subscription(NULL);
 SELECT pgrpl.set_stop_lsn(NULL, '0/0');
 SELECT pgrpl.wait_for_lsn(NULL, '0/0');
--- pgrpl.changes is STRICT: NULL in, nothing out.
+-- pgrpl.changes: a NULL subscription is an error.
 SELECT count(*) AS changes FROM pgrpl.changes(NULL);
 
 -- ---- names ------------------------------------------------------------------
@@ -78,7 +78,7 @@ SELECT pgrpl.disable_subscription('api_nosuch');
 SELECT pgrpl.alter_subscription('api_nosuch', publications => ARRAY['api_pub']);
 SELECT pgrpl.set_stop_lsn('api_nosuch', NULL);
 SELECT pgrpl.wait_for_lsn('api_nosuch', '0/0');
--- pgrpl.changes of an unknown subscription is empty.
+-- pgrpl.changes of an unknown subscription is an error.
 SELECT count(*) AS changes FROM pgrpl.changes('api_nosuch');
 
 -- ---- a subscription, and errors about it -------------------------------------
@@ -217,8 +217,9 @@ SELECT count(*) FROM pgrpl.subscription;
 SELECT count(*) FROM pgrpl.subscriptions;
 SELECT count(*) FROM pgrpl.stat_subscription;
 RESET ROLE;
--- Even with EXECUTE granted, the functions check for a superuser, and
--- pgrpl.changes still cannot read the change log.
+-- Even with EXECUTE granted, the management functions check for a
+-- superuser; the read functions (SECURITY DEFINER) then work: that is how
+-- a reader role is given access without seeing conninfo.
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgrpl TO regress_pgrpl_user;
 SET ROLE regress_pgrpl_user;
 SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub']);

@@ -54,6 +54,11 @@
 #define PGRPL_BACKOFF_MIN_MS	1000L
 #define PGRPL_BACKOFF_MAX_MS	60000L
 
+/* Bounds of one local commit holding several remote transactions. */
+#define PGRPL_GROUP_MAX_UNITS	1000
+#define PGRPL_GROUP_MAX_CHANGES	100000
+#define PGRPL_GROUP_MAX_MS		200
+
 typedef enum PgrplSessionEnd
 {
 	PGRPL_SESSION_RETRY,		/* reconnect (after backoff if it failed) */
@@ -76,7 +81,6 @@ typedef struct PgrplRemoteXact
 	bool		active;			/* between BEGIN and COMMIT */
 	bool		skip;			/* our own writes on a loopback primary, or
 								 * already captured */
-	bool		local_started;	/* a local transaction holds its rows */
 	XLogRecPtr	final_lsn;
 	TransactionId xid;
 	TimestampTz commit_time;
@@ -99,6 +103,19 @@ static struct
 
 	PgrplRemoteXact xact;
 	XLogRecPtr	progress;		/* end of the last unit committed here */
+
+	/*
+	 * The open local transaction.  It holds whole remote transactions (a
+	 * "group": committed together while more data is waiting, see
+	 * pgrpl_group_full) and possibly the rows of the current one.
+	 */
+	bool		local_open;
+	XLogRecPtr	group_end;		/* end of the last whole unit in it, or 0 */
+	TimestampTz group_commit_time;	/* its remote commit time */
+	int			group_units;
+	int64		group_changes;
+	TimestampTz group_started;
+	XLogRecPtr	seen_end;		/* end of the last remote unit processed */
 	XLogRecPtr	last_received;
 	XLogRecPtr	last_write_sent;
 	XLogRecPtr	last_flush_sent;
@@ -108,6 +125,7 @@ static struct
 	bool		received_any;
 	dlist_head	flush_map;
 	PgrplWorkerState state;
+	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
 	/* for the error context */
 	XLogRecPtr	cur_lsn;
@@ -120,6 +138,9 @@ static PgrplSessionEnd pgrpl_session(void);
 static PgrplSessionEnd pgrpl_apply_loop(void);
 static bool pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end);
 static void pgrpl_send_status(bool force, bool reply_requested);
+static void pgrpl_abort_local(void);
+static void pgrpl_group_reset(void);
+static void pgrpl_commit_local(void);
 
 /* ---------------------------------------------------------------------
  * Shared state helpers
@@ -207,6 +228,24 @@ pgrpl_unwant(void)
 	LWLockRelease(pgrpl_shared->lock);
 }
 
+/*
+ * Settings changed (alter_subscription, set_stop_lsn) since this session
+ * read them?  Checked at every BEGIN and COMMIT, so that no transaction
+ * committed here after the change was decided with the old settings.
+ */
+static bool
+pgrpl_restart_pending(void)
+{
+	bool		restart;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	restart = W.slot->restart;
+	LWLockRelease(pgrpl_shared->lock);
+	if (restart)
+		W.end_reason = PGRPL_SESSION_RESTART;
+	return restart;
+}
+
 static bool
 pgrpl_restart_requested(void)
 {
@@ -278,6 +317,7 @@ pgrpl_recover_from_error(void)
 		W.conn = NULL;
 	}
 	W.xact.active = false;
+	pgrpl_group_reset();
 	pgrpl_record_error(edata->message);
 	FreeErrorData(edata);
 	MemoryContextReset(W.msgcxt);
@@ -464,6 +504,8 @@ pgrpl_session(void)
 	pgrpl_relmap_reset();
 	pgrpl_relmap_set_loopback(W.loopback);
 	memset(&W.xact, 0, sizeof(W.xact));
+	pgrpl_group_reset();
+	W.seen_end = W.progress;
 	W.last_received = W.progress;
 	W.last_write_sent = W.last_flush_sent = InvalidXLogRecPtr;
 	W.last_status_time = 0;
@@ -477,13 +519,14 @@ pgrpl_session(void)
 
 	end = pgrpl_apply_loop();
 
-	if (W.xact.local_started)
-	{
-		/* Stopping mid-transaction: it is sent again next time. */
-		pgrpl_writer_reset();
-		AbortCurrentTransaction();
-		W.xact.local_started = false;
-	}
+	/*
+	 * Stopping mid-transaction: abort, and it is sent again next time (with
+	 * any whole transactions grouped before it).  Otherwise keep the group.
+	 */
+	if (W.xact.active)
+		pgrpl_abort_local();
+	else
+		pgrpl_commit_local();
 	if (end == PGRPL_SESSION_FINISHED)
 	{
 		/*
@@ -577,6 +620,10 @@ pgrpl_apply_loop(void)
 		if (done)
 			break;
 
+		/* Nothing more is waiting: make the group visible now. */
+		if (!W.xact.active)
+			pgrpl_commit_local();
+
 		pgrpl_send_status(false, false);
 
 		if (pgrpl_restart_requested())
@@ -664,7 +711,7 @@ pgrpl_send_status(bool force, bool reply_requested)
 	XLogRecPtr	write = W.last_received;
 	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
 
-	if (!pending && !W.xact.active)
+	if (!pending && !W.xact.active && !W.local_open)
 		flush = Max(flush, write);
 	if (XLogRecPtrIsInvalid(flush))
 		flush = W.progress;
@@ -694,16 +741,98 @@ pgrpl_protocol_error(const char *fmt, const char *type)
 			 errmsg(fmt, type)));
 }
 
-/* Open the local transaction of the current remote one, once. */
+/* Open the local transaction (and the writer), once per group. */
 static void
 pgrpl_begin_local(void)
 {
-	if (W.xact.local_started)
+	if (W.local_open)
 		return;
 	StartTransactionCommand();
 	pgrpl_writer_begin(W.subid);
-	W.xact.local_started = true;
+	W.local_open = true;
+	W.group_end = InvalidXLogRecPtr;
+	W.group_units = 0;
+	W.group_changes = 0;
+	W.group_started = GetCurrentTimestamp();
 	MemoryContextSwitchTo(W.msgcxt);
+}
+
+static void
+pgrpl_group_reset(void)
+{
+	W.local_open = false;
+	W.group_end = InvalidXLogRecPtr;
+	W.group_units = 0;
+	W.group_changes = 0;
+}
+
+/* Forget the open local transaction; its remote units are sent again. */
+static void
+pgrpl_abort_local(void)
+{
+	if (!W.local_open)
+		return;
+	pgrpl_writer_reset();
+	AbortCurrentTransaction();
+	pgrpl_group_reset();
+	MemoryContextSwitchTo(W.msgcxt);
+}
+
+/*
+ * Commit the whole remote units of the open local transaction.  The
+ * replication origin's progress commits atomically with their rows (see
+ * origin.c); the commit is asynchronous, and pgrpl_send_status reports it
+ * as flushed only once the local WAL is flushed past it.
+ */
+static void
+pgrpl_commit_local(void)
+{
+	if (W.local_open && XLogRecPtrIsInvalid(W.group_end))
+		pgrpl_abort_local();	/* rows of nothing whole: cannot happen */
+	if (W.local_open)
+	{
+		pgrpl_writer_end();
+		replorigin_session_origin_lsn = W.group_end;
+		replorigin_session_origin_timestamp = W.group_commit_time;
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+		pgrpl_remember_commit(W.group_end);
+		W.progress = W.group_end;
+
+		SpinLockAcquire(&W.slot->mutex);
+		W.slot->flushed_lsn = W.group_end;
+		W.slot->transactions += W.group_units;
+		W.slot->changes += W.group_changes;
+		SpinLockRelease(&W.slot->mutex);
+		pgrpl_group_reset();
+		MemoryContextSwitchTo(W.msgcxt);
+	}
+	/* Everything processed is now materialized (or needed nothing). */
+	if (!W.xact.active)
+		pgrpl_set_caught_up(W.seen_end);
+}
+
+/*
+ * A whole remote unit was added to the open local transaction.  Keep
+ * grouping while more data is queued (the drain loop commits when the
+ * socket is empty), but bound what one local commit holds and how long
+ * rows stay invisible.  With a stop_lsn every unit commits alone: the unit
+ * that crosses it must be dropped without losing the ones before.
+ */
+static void
+pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn)
+{
+	W.group_end = end;
+	W.group_commit_time = commit_time;
+	W.group_units += txn ? 1 : 0;
+	W.group_changes += changes;
+	W.seen_end = end;
+	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
+		W.group_units >= PGRPL_GROUP_MAX_UNITS ||
+		W.group_changes >= PGRPL_GROUP_MAX_CHANGES ||
+		TimestampDifferenceExceeds(W.group_started, GetCurrentTimestamp(),
+								   PGRPL_GROUP_MAX_MS))
+		pgrpl_commit_local();
 }
 
 /* True when the changes of the current remote transaction are written. */
@@ -730,6 +859,8 @@ pgrpl_handle_begin(PgrplMessage *msg)
 {
 	if (W.xact.active)
 		pgrpl_protocol_error("unexpected %s inside a transaction", "BEGIN");
+	if (pgrpl_restart_pending())
+		return true;
 	memset(&W.xact, 0, sizeof(W.xact));
 	W.xact.active = true;
 	W.xact.final_lsn = msg->u.begin.final_lsn;
@@ -756,10 +887,12 @@ pgrpl_handle_commit(PgrplMessage *msg)
 				 errmsg("incorrect commit LSN %X/%X in COMMIT message (expected %X/%X)",
 						LSN_FORMAT_ARGS(c->commit_lsn),
 						LSN_FORMAT_ARGS(W.xact.final_lsn))));
+	if (pgrpl_restart_pending())
+		return true;			/* resent to the next session */
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && c->end_lsn > W.sub->stop_lsn)
 		return true;			/* the caller aborts the local transaction */
 
-	if (W.xact.local_started)
+	if (W.xact.seq > 0)
 	{
 		PgrplTxnRow txn;
 
@@ -771,25 +904,17 @@ pgrpl_handle_commit(PgrplMessage *msg)
 		txn.origin_lsn = W.xact.origin_lsn;
 		txn.changes = W.xact.seq;
 		pgrpl_writer_insert_transaction(&txn);
-		pgrpl_writer_end();
-
-		/* The progress commits atomically with the rows (origin.c). */
-		replorigin_session_origin_lsn = c->end_lsn;
-		replorigin_session_origin_timestamp = c->committime;
-		CommitTransactionCommand();
-		pgstat_report_stat(false);
-		pgrpl_remember_commit(c->end_lsn);
-		W.progress = c->end_lsn;
-
-		SpinLockAcquire(&W.slot->mutex);
-		W.slot->flushed_lsn = c->end_lsn;
-		W.slot->transactions++;
-		W.slot->changes += W.xact.seq;
-		SpinLockRelease(&W.slot->mutex);
+		W.xact.active = false;
+		pgrpl_unit_done(c->end_lsn, c->committime, W.xact.seq, true);
 	}
-	W.xact.active = false;
-	W.xact.local_started = false;
-	pgrpl_set_caught_up(c->end_lsn);
+	else
+	{
+		/* Nothing captured (skipped or empty): nothing to make durable. */
+		W.xact.active = false;
+		W.seen_end = Max(W.seen_end, c->end_lsn);
+		if (!W.local_open)
+			pgrpl_set_caught_up(W.seen_end);
+	}
 	return false;
 }
 
@@ -927,24 +1052,12 @@ pgrpl_handle_message(PgrplMessage *msg)
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && end > W.sub->stop_lsn)
 		return true;
 
-	StartTransactionCommand();
-	pgrpl_writer_begin(W.subid);
+	pgrpl_begin_local();
 	row.commit_lsn = m->lsn - 1;
 	row.seq = 1;
 	row.lsn = m->lsn - 1;
 	pgrpl_writer_insert_change(&row);
-	pgrpl_writer_end();
-	replorigin_session_origin_lsn = end;
-	replorigin_session_origin_timestamp = GetCurrentTimestamp();
-	CommitTransactionCommand();
-	pgrpl_remember_commit(end);
-	W.progress = end;
-
-	SpinLockAcquire(&W.slot->mutex);
-	W.slot->flushed_lsn = end;
-	W.slot->changes++;
-	SpinLockRelease(&W.slot->mutex);
-	pgrpl_set_caught_up(end);
+	pgrpl_unit_done(end, GetCurrentTimestamp(), 1, false);
 	return false;
 }
 
@@ -1020,6 +1133,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 	PgrplCopyData cd;
 	bool		stop = false;
 
+	W.end_reason = PGRPL_SESSION_FINISHED;
 	pgrpl_parse_copydata(buf, len, &cd);
 	pgrpl_note_received(&cd, len);
 
@@ -1036,6 +1150,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 		 */
 		if (!W.xact.active)
 		{
+			pgrpl_commit_local();
 			pgrpl_set_caught_up(cd.wal_end);
 			if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && cd.wal_end >= W.sub->stop_lsn)
 				stop = true;
@@ -1044,6 +1159,6 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 			pgrpl_send_status(true, false);
 	}
 	if (stop)
-		*end = PGRPL_SESSION_FINISHED;
+		*end = W.end_reason;
 	return stop;
 }
