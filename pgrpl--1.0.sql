@@ -291,6 +291,8 @@ BEGIN
          ORDER BY c.commit_lsn, c.seq
         OFFSET max_rows - 1 LIMIT 1;
     END IF;
+    upto := COALESCE(upto, 'FFFFFFFF/FFFFFFFF');
+    -- The same range on both tables: two ordered index range scans, merged.
     RETURN QUERY
     SELECT c.commit_lsn, c.seq, c.lsn, t.xid, t.commit_time,
            CASE c.op WHEN 'I' THEN 'INSERT' WHEN 'U' THEN 'UPDATE'
@@ -301,8 +303,8 @@ BEGIN
       FROM pgrpl.change c
       LEFT JOIN pgrpl.transaction t
              ON t.sub_id = c.sub_id AND t.commit_lsn = c.commit_lsn
-     WHERE c.sub_id = sid AND c.commit_lsn > after
-       AND (upto IS NULL OR c.commit_lsn <= upto)
+            AND t.commit_lsn > after AND t.commit_lsn <= upto
+     WHERE c.sub_id = sid AND c.commit_lsn > after AND c.commit_lsn <= upto
        AND (rel IS NULL OR (c.schema_name = nsp AND c.table_name = rel))
      ORDER BY c.commit_lsn, c.seq;
 END
