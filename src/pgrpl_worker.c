@@ -538,6 +538,14 @@ pgrpl_session(void)
 		/* Make our last commit durable so the final status can cover it. */
 		XLogFlush(XactLastCommitEnd);
 		pgrpl_send_status(true, false);
+
+		/*
+		 * The stream is in commit order, so what ended it (past stop_lsn)
+		 * shows that every unit ending at or before stop_lsn is here:
+		 * wait_for_lsn(stop_lsn) must say so, although the last unit may end
+		 * well before it.
+		 */
+		pgrpl_set_caught_up(W.sub->stop_lsn);
 		pgrpl_set_state(PGRPL_STATE_FINISHED);
 		pgrpl_unwant();
 	}
@@ -615,6 +623,15 @@ pgrpl_apply_loop(void)
 			if (done)
 				break;
 			CHECK_FOR_INTERRUPTS();
+
+			/*
+			 * Settings changed (e.g. a stop_lsn ahead of us): act now, not
+			 * when a busy stream next runs dry -- by then we could be far
+			 * past the new stop_lsn.  Unlocked read, as in pgrpl_sleep; the
+			 * flag is consumed below.
+			 */
+			if (W.slot->restart)
+				break;
 			len = walrcv_receive(W.conn, &buf, &fd);
 		}
 		if (done)

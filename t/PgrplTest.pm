@@ -1,0 +1,123 @@
+# t/PgrplTest.pm — helpers shared by pgrpl's TAP tests.
+#
+# Two clusters per test: a primary (wal_level=logical, publishes) and a
+# subscriber (pgrpl preloaded, runs the pgrpl worker that captures the
+# primary's stream).  Every wait is bounded: poll_query_until or
+# pgrpl.wait_for_lsn with $PostgreSQL::Test::Utils::timeout_default.
+package PgrplTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  pgrpl_init_primary pgrpl_init_subscriber pgrpl_primary_lsn
+  pgrpl_wait_lsn pgrpl_wait_state pgrpl_state pgrpl_stat
+  pgrpl_sub_connstr
+);
+
+# A primary that allows logical decoding.  %params go to
+# PostgreSQL::Test::Cluster->new (e.g. port => ...).
+sub pgrpl_init_primary
+{
+	my ($name, %params) = @_;
+	my $conf = delete $params{conf};
+	my $node = PostgreSQL::Test::Cluster->new($name, %params);
+	$node->init(allows_streaming => 'logical');
+	# The test framework caps connections at 10 for streaming nodes.
+	$node->append_conf('postgresql.conf', "max_connections = 30\n");
+	$node->append_conf('postgresql.conf', $conf) if defined $conf;
+	$node->start;
+	return $node;
+}
+
+# A subscriber with pgrpl preloaded and the extension installed in the
+# database "postgres".
+sub pgrpl_init_subscriber
+{
+	my ($name, %params) = @_;
+	my $conf = delete $params{conf};
+	my $node = PostgreSQL::Test::Cluster->new($name, %params);
+	$node->init;
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'pgrpl'\n"
+		  . "max_worker_processes = 16\n"
+		  . "log_min_messages = debug1\n");
+	$node->append_conf('postgresql.conf', $conf) if defined $conf;
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION pgrpl');
+	return $node;
+}
+
+# The conninfo a subscriber uses to reach the primary.
+sub pgrpl_sub_connstr
+{
+	my ($primary) = @_;
+	return 'host=' . $primary->host . ' port=' . $primary->port
+	  . ' dbname=postgres';
+}
+
+# The primary's insert position: unlike pg_current_wal_lsn() (the write
+# position) it covers WAL not flushed yet, e.g. a non-transactional message
+# just emitted, which has no commit record to flush it.  The WAL writer
+# flushes it shortly.
+sub pgrpl_primary_lsn
+{
+	my ($primary) = @_;
+	return $primary->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+}
+
+# pgrpl.wait_for_lsn with the framework's default timeout; a test result.
+sub pgrpl_wait_lsn
+{
+	my ($node, $sub, $lsn, $test_name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $timeout = $PostgreSQL::Test::Utils::timeout_default;
+	my $res = $node->safe_psql('postgres',
+		"SELECT pgrpl.wait_for_lsn('$sub', '$lsn', '$timeout seconds')");
+	is($res, 't', $test_name // "$sub caught up to $lsn")
+	  or diag(
+		$node->safe_psql(
+			'postgres',
+			"SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'"));
+	return $res eq 't';
+}
+
+# Poll until the subscription's state is $state (with a condition of our own
+# if $extra is given, an SQL boolean over the stat_subscription row).
+sub pgrpl_wait_state
+{
+	my ($node, $sub, $state, $test_name, $extra) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $cond = "state = '$state'";
+	$cond .= " AND ($extra)" if defined $extra;
+	my $ok = $node->poll_query_until('postgres',
+		"SELECT $cond FROM pgrpl.stat_subscription WHERE name = '$sub'");
+	ok($ok, $test_name // "$sub reaches state $state")
+	  or diag(
+		$node->safe_psql(
+			'postgres',
+			"SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'"));
+	return $ok;
+}
+
+sub pgrpl_state
+{
+	my ($node, $sub) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT state FROM pgrpl.stat_subscription WHERE name = '$sub'");
+}
+
+# One column of the subscription's stat_subscription row.
+sub pgrpl_stat
+{
+	my ($node, $sub, $col) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT $col FROM pgrpl.stat_subscription WHERE name = '$sub'");
+}
+
+1;
