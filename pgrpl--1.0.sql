@@ -271,6 +271,9 @@ RETURNS TABLE (commit_lsn pg_lsn, seq integer, lsn pg_lsn, xid bigint,
                message_content bytea, origin text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Both sides are LSN ranges: merge or hash them.  A nested loop chosen on
+-- stale statistics would scan pgrpl.transaction once per change.
+SET enable_nestloop = off
 AS $$
 DECLARE
     sid integer := pgrpl.subscription_id(subscription);
