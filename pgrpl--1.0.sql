@@ -272,8 +272,11 @@ RETURNS TABLE (commit_lsn pg_lsn, seq integer, lsn pg_lsn, xid bigint,
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- Both sides are LSN ranges: merge or hash them.  A nested loop chosen on
--- stale statistics would scan pgrpl.transaction once per change.
+-- stale statistics would scan pgrpl.transaction once per change.  The open
+-- upper bound makes the estimate large enough to trigger JIT, which costs
+-- ten times the query itself (benchmark: 15.7 ms vs 1.6 ms for 1000 rows).
 SET enable_nestloop = off
+SET jit = off
 AS $$
 DECLARE
     sid integer := pgrpl.subscription_id(subscription);
@@ -321,6 +324,7 @@ RETURNS TABLE (commit_lsn pg_lsn, end_lsn pg_lsn, xid bigint,
                commit_time timestamptz, origin text, changes integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     sid integer := pgrpl.subscription_id(subscription);
@@ -344,6 +348,7 @@ RETURNS TABLE (commit_lsn pg_lsn, seq integer, lsn pg_lsn, xid bigint,
                unchanged text[], row_key jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     sid integer := pgrpl.subscription_id(subscription);
@@ -455,6 +460,7 @@ CREATE FUNCTION pgrpl.table_as_of(subscription text, relation text,
 RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     sid integer := pgrpl.subscription_id(subscription);

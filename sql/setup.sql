@@ -71,12 +71,17 @@ $$;
 
 -- No walsender of application_name "app" is left (pgrpl connects to the
 -- primary with the subscription name as application_name).
+-- (pg_regress exports PGAPPNAME, which the server's own libpq connections
+-- inherit, so application_name alone cannot be relied on: a slot of that
+-- name must also be inactive.)
 CREATE FUNCTION public.wait_no_walsender(app text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT public.poll_until(format(
         'SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                             WHERE backend_type = %L AND application_name = %L)',
-        'walsender', app))
+                             WHERE backend_type = %L AND application_name = %L)
+            AND NOT EXISTS (SELECT 1 FROM pg_replication_slots
+                             WHERE slot_name = %L AND active)',
+        'walsender', app, app))
 $$;
 
 -- Create a subscription to this server; true on success (the start LSN it

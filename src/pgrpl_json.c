@@ -258,6 +258,61 @@ pgrpl_string_value(JsonbValue *v, char *s, int len)
 
 static void pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v);
 
+/* "d" digits at s[from..from+n-1]? */
+static bool
+pgrpl_digits(const char *s, int from, int n)
+{
+	for (int i = from; i < from + n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/*
+ * The to_jsonb() form of a date/time value the primary sent in ISO style
+ * and UTC (see pgrpl_stream_start), by rewriting the text: "YYYY-MM-DD",
+ * "YYYY-MM-DD HH:MM:SS[.f]" and the same with "+00", which become
+ * "...T...", and "...+00:00".  NULL for anything else (infinity, BC, years
+ * past 9999, other offsets): the caller parses those.  Profiling showed
+ * timestamp parsing at 5% of the worker on wide rows.
+ */
+static char *
+pgrpl_iso_datetime(Oid typid, StringInfo text)
+{
+	const char *t = text->data;
+	int			len = text->len;
+	int			end = len;
+	char	   *out;
+
+	if (len < 10 || !pgrpl_digits(t, 0, 4) || t[4] != '-' ||
+		!pgrpl_digits(t, 5, 2) || t[7] != '-' || !pgrpl_digits(t, 8, 2))
+		return NULL;
+	if (typid == DATEOID)
+		return len == 10 ? pnstrdup(t, len) : NULL;
+	if (typid == TIMESTAMPTZOID)
+	{
+		if (len < 22 || strcmp(t + len - 3, "+00") != 0)
+			return NULL;
+		end = len - 3;
+	}
+	if (end < 19 || t[10] != ' ' || !pgrpl_digits(t, 11, 2) || t[13] != ':' ||
+		!pgrpl_digits(t, 14, 2) || t[16] != ':' || !pgrpl_digits(t, 17, 2))
+		return NULL;
+	if (end > 19 && (t[19] != '.' || end == 20 || !pgrpl_digits(t, 20, end - 20)))
+		return NULL;
+
+	out = palloc(len + 4);
+	memcpy(out, t, end);
+	out[10] = 'T';
+	if (typid == TIMESTAMPTZOID)
+	{
+		memcpy(out + end, "+00:00", 7);
+		return out;
+	}
+	out[end] = '\0';
+	return out;
+}
+
 /* A non-TOAST column value of a tuple, by its status byte. */
 static void
 pgrpl_column_value(PgrplRelation *rel, PgrplColumn *col, char status,
@@ -304,11 +359,14 @@ pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
 			break;
 		case PGRPL_JSON_DATETIME:
 			{
-				char	   *s;
+				char	   *s = pgrpl_iso_datetime(col->local_typid, text);
 
-				d = InputFunctionCall(&col->infunc, text->data, col->typioparam,
-									  col->typmod);
-				s = JsonEncodeDateTime(NULL, d, col->local_typid, NULL);
+				if (s == NULL)
+				{
+					d = InputFunctionCall(&col->infunc, text->data,
+										  col->typioparam, col->typmod);
+					s = JsonEncodeDateTime(NULL, d, col->local_typid, NULL);
+				}
 				pgrpl_string_value(v, s, strlen(s));
 			}
 			break;

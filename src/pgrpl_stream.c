@@ -332,6 +332,20 @@ pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
 	char	   *cmd;
 	WalRcvExecResult *res;
 
+	/*
+	 * pgoutput formats values with the walsender's settings; libpqwalreceiver
+	 * already asks for ISO dates.  With UTC as well, timestamps arrive in the
+	 * form to_jsonb() gives with TimeZone UTC, and pgrpl_json.c can convert
+	 * them without parsing.
+	 */
+	res = walrcv_exec(conn, "SET TimeZone TO 'UTC'", 0, NULL);
+	if (res->status != WALRCV_OK_COMMAND)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not set the time zone of the replication connection: %s",
+						res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+
 	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
 				   "(proto_version '1', publication_names %s, messages 'true')",
 				   quote_identifier(slotname), LSN_FORMAT_ARGS(startpos),

@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "pgrpl.h"
@@ -38,11 +39,23 @@ enum
 	TX_ORIGIN_LSN, TX_CHANGES, TX_NATTS
 };
 
+/*
+ * Rows of a table are buffered and written with table_multi_insert (one
+ * WAL record and one buffer lock per page instead of per row, as COPY
+ * does), then indexed.  The buffer is bounded in rows and bytes, so memory
+ * does not grow with the remote transaction.
+ */
+#define PGRPL_BATCH_ROWS	1000
+#define PGRPL_BATCH_BYTES	(4 * 1024 * 1024)
+
 typedef struct PgrplTarget
 {
 	Relation	rel;
 	ResultRelInfo *rri;
-	TupleTableSlot *slot;
+	TupleTableSlot *slots[PGRPL_BATCH_ROWS];
+	int			nbuffered;
+	Size		bytes;
+	MemoryContext batchcxt;		/* the buffered tuples */
 } PgrplTarget;
 
 typedef struct PgrplWriter
@@ -83,8 +96,12 @@ pgrpl_target_open(PgrplTarget *t, const char *name, int natts, Index rti)
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
 	ExecOpenIndices(t->rri, false);
-	t->slot = MakeSingleTupleTableSlot(RelationGetDescr(t->rel),
-									   &TTSOpsHeapTuple);
+	for (int i = 0; i < PGRPL_BATCH_ROWS; i++)
+		t->slots[i] = NULL;		/* made on first use */
+	t->nbuffered = 0;
+	t->bytes = 0;
+	t->batchcxt = AllocSetContextCreate(CurrentMemoryContext, "pgrpl batch",
+										ALLOCSET_DEFAULT_SIZES);
 }
 
 /* Open the change log for the current local transaction. */
@@ -123,18 +140,56 @@ pgrpl_writer_active(void)
 	return writer.active;
 }
 
+/* Write the buffered rows of a table and their index entries. */
+static void
+pgrpl_target_flush(PgrplTarget *t)
+{
+	if (t->nbuffered == 0)
+		return;
+	table_multi_insert(t->rel, t->slots, t->nbuffered,
+					   GetCurrentCommandId(true), 0, NULL);
+	for (int i = 0; i < t->nbuffered; i++)
+	{
+		if (t->rri->ri_NumIndices > 0)
+			ExecInsertIndexTuples(t->rri, t->slots[i], writer.estate, false,
+								  false, NULL, NIL);
+		ExecClearTuple(t->slots[i]);
+		ResetPerTupleExprContext(writer.estate);
+	}
+	t->nbuffered = 0;
+	t->bytes = 0;
+	MemoryContextReset(t->batchcxt);
+}
+
 static void
 pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
 {
-	HeapTuple	tuple = heap_form_tuple(RelationGetDescr(t->rel), values, nulls);
+	MemoryContext oldcxt;
+	HeapTuple	tuple;
+	TupleTableSlot *slot;
 
-	ExecStoreHeapTuple(tuple, t->slot, true);
-	table_tuple_insert(t->rel, t->slot, GetCurrentCommandId(true), 0, NULL);
-	if (t->rri->ri_NumIndices > 0)
-		ExecInsertIndexTuples(t->rri, t->slot, writer.estate, false, false,
-							  NULL, NIL);
-	ExecClearTuple(t->slot);
-	ResetPerTupleExprContext(writer.estate);
+	/* Slots live as long as the local transaction, like the writer. */
+	if (t->slots[t->nbuffered] == NULL)
+	{
+		oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+		t->slots[t->nbuffered] =
+			MakeTupleTableSlot(RelationGetDescr(t->rel), &TTSOpsHeapTuple);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	slot = t->slots[t->nbuffered];
+
+	/*
+	 * The values live in per-message memory: the batch keeps a copy, owned
+	 * by the slot so that table_multi_insert need not copy it again.
+	 */
+	oldcxt = MemoryContextSwitchTo(t->batchcxt);
+	tuple = heap_form_tuple(RelationGetDescr(t->rel), values, nulls);
+	MemoryContextSwitchTo(oldcxt);
+	ExecStoreHeapTuple(tuple, slot, true);
+	t->nbuffered++;
+	t->bytes += tuple->t_len;
+	if (t->nbuffered == PGRPL_BATCH_ROWS || t->bytes >= PGRPL_BATCH_BYTES)
+		pgrpl_target_flush(t);
 }
 
 /*
@@ -232,8 +287,11 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 static void
 pgrpl_target_close(PgrplTarget *t)
 {
+	pgrpl_target_flush(t);
 	ExecCloseIndices(t->rri);
-	ExecDropSingleTupleTableSlot(t->slot);
+	for (int i = 0; i < PGRPL_BATCH_ROWS && t->slots[i] != NULL; i++)
+		ExecDropSingleTupleTableSlot(t->slots[i]);
+	MemoryContextDelete(t->batchcxt);
 	table_close(t->rel, NoLock);
 }
 
