@@ -8,11 +8,14 @@
 # root, then run as postgres (each part always runs, even if the other fails):
 #   regress part:  make installcheck TAP_TESTS=   (pg_regress only)
 #   TAP part:      make installcheck REGRESS=     (prove only)
-# Each pg_regress test and each TAP file counts as one test.  The last line
+#   bench part:    scripts/bench.sh --quick       (scaled-down benchmark)
+# Each pg_regress test and each TAP file counts as one test; the quick
+# benchmark counts as one (it passes when it completes and prints its
+# tables: figures are not judged in a test).  The last line
 # of output is always `N passed, N failed`; exit 0 iff failed==0 and passed>0.
 #
 # Optional environment:
-#   PGRPL_TESTS_ONLY=regress|tap   run only one part
+#   PGRPL_TESTS_ONLY=regress|tap|bench   run only one part
 #   PROVE_TESTS="t/001_x.pl ..."   choose TAP files (passed through to make)
 #   PROVE_FLAGS=...                extra prove flags (passed through to make)
 #   PGRPL_REGRESS_TIMEOUT / PGRPL_TAP_TIMEOUT   per-part limits in seconds
@@ -162,6 +165,21 @@ run_tap() {
     done
 }
 
+# The scaled-down benchmark: it installs pgrpl itself and runs its own two
+# clusters; it must finish and print the results table.
+run_bench() {
+    local rc=0
+    pgrpl_banner "bench: scripts/bench.sh --quick"
+    timeout -k 60 "${PGRPL_BENCH_CI_TIMEOUT:-900}" bash "$REPO_ROOT/scripts/bench.sh" --quick \
+        </dev/null 2>&1 | tee "$WORK/bench.log" || rc=$?
+    if ((rc == 0)) && grep -q 'pgrpl/ceiling' "$WORK/bench.log"; then
+        record bench 1 0
+    else
+        echo "bench: exit status $rc, or no results table"
+        record bench 0 1
+    fi
+}
+
 # ------------------------------------------------------------------ exit --
 
 # Always end with the "N passed, N failed" line, even when something above
@@ -181,8 +199,8 @@ main() {
     trap on_exit EXIT
     trap 'exit 143' TERM INT HUP
     case ${PGRPL_TESTS_ONLY:-} in
-        '' | regress | tap) ;;
-        *) pgrpl_die "PGRPL_TESTS_ONLY must be 'regress' or 'tap'" ;;
+        '' | regress | tap | bench) ;;
+        *) pgrpl_die "PGRPL_TESTS_ONLY must be 'regress', 'tap' or 'bench'" ;;
     esac
     pgrpl_require_root
 
@@ -195,8 +213,9 @@ main() {
     TREE=$WORK/pgrpl
     pgrpl_banner "build + install (tree: $TREE)"
     if pgrpl_build_and_install "$REPO_ROOT" "$TREE" 2>&1 | tee "$WORK/build.log"; then
-        [[ ${PGRPL_TESTS_ONLY:-} == tap ]] || run_regress
-        [[ ${PGRPL_TESTS_ONLY:-} == regress ]] || run_tap
+        [[ ${PGRPL_TESTS_ONLY:-regress} != regress ]] || run_regress
+        [[ ${PGRPL_TESTS_ONLY:-tap} != tap ]] || run_tap
+        [[ ${PGRPL_TESTS_ONLY:-bench} != bench ]] || [[ ! -f $REPO_ROOT/scripts/bench.sh ]] || run_bench
     else
         echo "BUILD/INSTALL FAILED (log: $WORK/build.log)"
         record build 0 1
