@@ -59,6 +59,9 @@
 #define PGRPL_GROUP_MAX_CHANGES	100000
 #define PGRPL_GROUP_MAX_MS		200
 
+/* How often the drain loop considers sending a status update. */
+#define PGRPL_STATUS_CHECK_MSGS	1024
+
 typedef enum PgrplSessionEnd
 {
 	PGRPL_SESSION_RETRY,		/* reconnect (after backoff if it failed) */
@@ -601,6 +604,7 @@ pgrpl_apply_loop(void)
 		char	   *buf = NULL;
 		int			len;
 		int			rc;
+		uint32		nmsgs = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(W.msgcxt);
@@ -632,6 +636,14 @@ pgrpl_apply_loop(void)
 			 */
 			if (W.slot->restart)
 				break;
+
+			/*
+			 * A long catch-up never empties the socket: report progress on
+			 * the way (at most every wal_receiver_status_interval), so the
+			 * primary can recycle WAL and the flush list stays short.
+			 */
+			if (++nmsgs % PGRPL_STATUS_CHECK_MSGS == 0)
+				pgrpl_send_status(false, false);
 			len = walrcv_receive(W.conn, &buf, &fd);
 		}
 		if (done)

@@ -1,0 +1,641 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — pgrpl throughput, latency and query benchmarks.
+#
+# Usage (as root, like scripts/demo.sh):
+#   bash scripts/bench.sh [--quick] [throughput] [latency] [queries]
+#
+# No part named: all three.  --quick (or PGRPL_BENCH_SCALE=...) scales every
+# size down; --quick finishes in about a minute and is meant for CI (it only
+# shows that everything runs and prints the tables).
+#
+#   throughput  Two clusters on loopback.  For each workload, one slot per
+#               consumer and repetition is created first, then the backlog is
+#               built on the primary with every consumer stopped, then each
+#               consumer drains the identical WAL range alone and is timed
+#               from its start until the primary's slot has confirmed the
+#               target LSN (pg_current_wal_lsn() after the backlog):
+#                 ceiling   pg_recvlogical, pgoutput proto 1, to /dev/null
+#                 built-in  CREATE SUBSCRIPTION (copy_data = false) applying
+#                           into empty replica tables, default options
+#                           (synchronous_commit = off, streaming = off)
+#                 pgrpl     a pgrpl subscription materializing the changes
+#               Workloads: (a) small transactions of INSERT + UPDATE + DELETE,
+#               (b) one transaction inserting every row, (c) 20-column rows
+#               with an 8-20 kB TOASTed column, updates not touching it.
+#               Prints the median of the repetitions, changes/s, the ratios
+#               pgrpl/ceiling and pgrpl/built-in, and the pgrpl worker's
+#               peak memory.  A drain's time includes the consumer's final
+#               flush report (both consumers nap up to 1 s when idle); the
+#               subscriber has wal_retrieve_retry_interval = 100ms, as the
+#               built-in launcher otherwise starts at most one apply worker
+#               per 5 s, which would delay every enable after the first.
+#   latency     Single-row transactions at ~20/s: commit on the primary to
+#               row visible on the subscriber, p50/p99, pgrpl and built-in.
+#   queries     A synthetic change log (10M rows at full scale) written
+#               straight into pgrpl.change; times pgrpl.changes (newest
+#               1000 rows, max_rows), pgrpl.row_history and pgrpl.decode,
+#               and prints the plans pgrpl's functions actually run.
+#
+# Environment:
+#   PGRPL_PG_BIN         PostgreSQL bin dir (lib.sh; default the system one)
+#   PGRPL_BENCH_SCALE    size factor (1 = full; --quick: 0.01)
+#   PGRPL_BENCH_REPS     drains per consumer and workload (3; --quick: 1)
+#   PGRPL_BENCH_WORKLOADS  subset of "a b c"
+#   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
+#
+# Everything lives in one temp dir; on exit both servers are stopped and the
+# dir is removed.  Nothing but 127.0.0.1 and unix sockets is used.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+BENCH_SQL=$SCRIPT_DIR/bench
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+# ------------------------------------------------------------- arguments --
+
+QUICK=0
+PARTS=()
+for arg in "$@"; do
+    case $arg in
+        --quick | -q) QUICK=1 ;;
+        throughput | latency | queries) PARTS+=("$arg") ;;
+        all) PARTS+=(throughput latency queries) ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; pgrpl_die "unknown argument: $arg" ;;
+    esac
+done
+((${#PARTS[@]} > 0)) || PARTS=(throughput latency queries)
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
+
+if ((QUICK)); then
+    SCALE=${PGRPL_BENCH_SCALE:-0.01} REPS=${PGRPL_BENCH_REPS:-1}
+    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-120} QUERY_RUNS=3 LAT_N=20
+else
+    SCALE=${PGRPL_BENCH_SCALE:-1} REPS=${PGRPL_BENCH_REPS:-3}
+    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-1800} QUERY_RUNS=10 LAT_N=200
+fi
+WORKLOADS=${PGRPL_BENCH_WORKLOADS:-a b c}
+[[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || pgrpl_die "PGRPL_BENCH_SCALE must be a positive number"
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_REPS must be a positive integer"
+[[ $DRAIN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_TIMEOUT must be a positive integer"
+for w in $WORKLOADS; do [[ $w == [abc] ]] || pgrpl_die "PGRPL_BENCH_WORKLOADS: unknown workload $w"; done
+
+# scaled SIZE MIN: round(SIZE * SCALE), at least MIN
+scaled() { awk -v s="$1" -v f="$SCALE" -v m="$2" 'BEGIN { v = int(s * f + 0.5); print (v < m ? m : v) }'; }
+A_TXNS=$(scaled 334000 300)           # (a): 3 * A_TXNS - 300 changes
+B_ROWS=$(scaled 1000000 1000)         # (b): B_ROWS changes in one transaction
+C_ROWS=$(scaled 10000 50)             # (c): C_ROWS inserts + C_ROUNDS updates of each
+C_ROUNDS=20 C_BATCH=10
+Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic change rows
+Q_KEYS=$((Q_ROWS / 10))               # ... over this many row keys, 10 changes each
+LAT_RATE=20                           # latency: transactions per second
+
+declare -A W_TITLE=(
+    [a]="(a) small txns: INSERT+UPDATE+DELETE"
+    [b]="(b) one txn of INSERTs"
+    [c]="(c) 20 cols, TOASTed 8-20 kB, updates"
+)
+declare -A W_CHANGES=(
+    [a]=$((3 * A_TXNS - 300))
+    [b]=$B_ROWS
+    [c]=$((C_ROWS * (1 + C_ROUNDS)))
+)
+# What the replica table must hold after a built-in drain (primary = replica).
+declare -A W_CHECK=(
+    [a]="SELECT count(*) || '/' || sum(k) || '/' || sum(n) FROM public.bench_a"
+    [b]="SELECT count(*) || '/' || sum(k) FROM public.bench_b"
+    [c]="SELECT count(*) || '/' || sum(c01) || '/' || sum(c15) || '/' || sum(length(big)) FROM public.bench_c"
+)
+
+# ------------------------------------------------------------- machinery --
+
+BENCH='' PRIMARY='' SUBSCRIBER='' SAMPLER_PID=''
+
+cleanup() {
+    local rc=$? dir
+    [[ -n $BENCH ]] || return 0
+    if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+    for dir in "$SUBSCRIBER" "$PRIMARY"; do
+        [[ -f $dir/postmaster.pid ]] || continue
+        if ((rc != 0)) && [[ -f $dir.log ]]; then
+            pgrpl_banner "last lines of ${dir##*/}.log"
+            tail -n 30 "$dir.log"
+        fi
+        pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m fast -w >/dev/null 2>&1 ||
+            pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m immediate -w >/dev/null 2>&1 || true
+    done
+    rm -rf "$BENCH"
+    if ((rc == 0)); then echo "servers stopped, $BENCH removed"; else echo "bench FAILED (exit status $rc)" >&2; fi
+}
+
+# First TCP port >= $1 on which nothing listens on 127.0.0.1 (of 200).
+free_port() {
+    local port=$1 last=$(($1 + 200))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+        ((port < last)) || pgrpl_die "no free port in $1..$last"
+    done
+    echo "$port"
+}
+
+# start_cluster DIR PORT [CONF-LINE...]: initdb + configure + start.
+start_cluster() {
+    local dir=$1 port=$2
+    shift 2
+    pgrpl_as_pg "$PGRPL_PG_BIN/initdb" -D "$dir" -U postgres --auth=trust \
+        -E UTF8 --no-locale >/dev/null
+    printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" \
+        "unix_socket_directories = '$BENCH'" "$@" >>"$dir/postgresql.conf"
+    pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" start -D "$dir" -w -l "$dir.log" >/dev/null
+}
+
+# psql on the primary (p) or subscriber (s); SQL from -c/-f or stdin.
+psql_p() {
+    pgrpl_as_pg "$PGRPL_PG_BIN/psql" -X -q -h "$BENCH" -p "$PPORT" -d postgres \
+        -v ON_ERROR_STOP=1 "$@"
+}
+psql_s() {
+    pgrpl_as_pg "$PGRPL_PG_BIN/psql" -X -q -h "$BENCH" -p "$SPORT" -d postgres \
+        -v ON_ERROR_STOP=1 "$@"
+}
+# One value (unaligned, tuples only).
+q_p() { psql_p -At -c "$1"; }
+q_s() { psql_s -At -c "$1"; }
+# The same without NOTICEs (CREATE SUBSCRIPTION announces its slot).
+q_s_quiet() { psql_s -At -c "SET client_min_messages = warning" -c "$1"; }
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+log() { printf '  %s %s\n' "$(date +%T)" "$*"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# Sample the pgrpl worker of subscription $1 until $3 exists: writes
+# "pid peak-RssAnon-kB VmHWM-kB" to $2.  Bounded by the drain timeout.
+rss_sampler() {
+    local sub=$1 out=$2 stop=$3 pid='' i key val _ anon=0 peak=0 hwm=0
+    for ((i = 0; i < 400; i++)); do
+        [[ -e $stop ]] && break
+        pid=$(q_s "SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL" || true)
+        [[ -n $pid ]] && break
+        sleep 0.05
+    done
+    if [[ -z $pid ]]; then
+        echo "- 0 0" >"$out"
+        return
+    fi
+    for ((i = 0; i < DRAIN_TIMEOUT * 5 + 50; i++)); do
+        [[ -r /proc/$pid/status ]] || break
+        while read -r key val _; do
+            case $key in
+                RssAnon:) anon=$val ;;
+                VmHWM:) hwm=$val ;;
+            esac
+        done <"/proc/$pid/status" 2>/dev/null || break
+        ((anon > peak)) && peak=$anon
+        [[ -e $stop ]] && break
+        sleep 0.2
+    done
+    echo "$pid $peak $hwm" >"$out"
+}
+
+# CHECKPOINT both servers: every drain starts without dirty buffers.
+checkpoint_both() {
+    q_p "CHECKPOINT" >/dev/null
+    q_s "CHECKPOINT" >/dev/null
+}
+
+RESULTS='' # $BENCH/results: "workload consumer rep seconds"
+MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB"
+
+# ----------------------------------------------------------- throughput --
+
+# Slots (and disabled subscriptions) for every consumer and repetition of
+# workload $1, created before its backlog.
+create_consumers() {
+    local w=$1 r
+    for ((r = 1; r <= REPS; r++)); do
+        pgrpl_as_pg "$PGRPL_PG_BIN/pg_recvlogical" -h "$BENCH" -p "$PPORT" -d postgres \
+            --slot="rl_${w}_$r" --create-slot -P pgoutput
+        q_s_quiet "CREATE SUBSCRIPTION bi_${w}_$r CONNECTION '$CONNINFO' PUBLICATION bench_pub
+                   WITH (enabled = false, copy_data = false, slot_name = 'bi_${w}_$r')"
+        q_s "SELECT pgrpl.create_subscription('pg_${w}_$r', '$CONNINFO', ARRAY['bench_pub'],
+                                              enabled => false)" >/dev/null
+    done
+}
+
+drop_consumers() {
+    local w=$1 r
+    q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+    for ((r = 1; r <= REPS; r++)); do
+        q_s_quiet "DROP SUBSCRIPTION bi_${w}_$r" >/dev/null
+        q_s "SELECT pgrpl.drop_subscription('pg_${w}_$r')" >/dev/null
+        q_p "SELECT pg_drop_replication_slot('rl_${w}_$r')" >/dev/null
+    done
+}
+
+build_backlog() {
+    local w=$1
+    case $w in
+        a) printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_a($A_TXNS);" | psql_p ;;
+        b) printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_b($B_ROWS);" | psql_p ;;
+        c) printf '%s\n' "SET synchronous_commit = off;" \
+            "CALL public.bench_build_c($C_ROWS, $C_ROUNDS, $C_BATCH);" | psql_p ;;
+    esac
+}
+
+# wait_slot SLOT: true once SLOT has confirmed $TARGET (bounded).
+wait_slot() {
+    [[ $(q_p "SELECT public.bench_wait_slot('$1', '$TARGET', $DRAIN_TIMEOUT)") == t ]]
+}
+
+record() { echo "$1 $2 $3 $4" >>"$RESULTS"; }
+
+drain_ceiling() {
+    local w=$1 r=$2 t0 t1 rc=0
+    checkpoint_both
+    t0=$(now)
+    timeout "$DRAIN_TIMEOUT" runuser -u "$PGRPL_PG_USER" -- "$PGRPL_PG_BIN/pg_recvlogical" \
+        -h 127.0.0.1 -p "$PPORT" -d postgres -U postgres --slot="rl_${w}_$r" --start \
+        --endpos="$TARGET" --no-loop -o proto_version=1 -o publication_names=bench_pub \
+        -f /dev/null || rc=$?
+    t1=$(now)
+    ((rc == 0)) || pgrpl_die "pg_recvlogical on rl_${w}_$r exited with status $rc"
+    record "$w" ceiling "$r" "$(elapsed "$t0" "$t1")"
+    log "ceiling  rep $r: $(elapsed "$t0" "$t1") s (load $(load1); slot at $(q_p "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'rl_${w}_$r'"))"
+}
+
+drain_builtin() {
+    local w=$1 r=$2 t0 t1 got want
+    q_s "TRUNCATE public.bench_$w" >/dev/null
+    checkpoint_both
+    t0=$(now)
+    q_s "ALTER SUBSCRIPTION bi_${w}_$r ENABLE" >/dev/null
+    if ! wait_slot "bi_${w}_$r"; then
+        q_s "SELECT * FROM pg_stat_subscription_stats" >&2 || true
+        pgrpl_die "built-in subscription bi_${w}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
+    fi
+    t1=$(now)
+    q_s "ALTER SUBSCRIPTION bi_${w}_$r DISABLE" >/dev/null
+    record "$w" builtin "$r" "$(elapsed "$t0" "$t1")"
+    got=$(q_s "${W_CHECK[$w]}")
+    want=$(q_p "${W_CHECK[$w]}")
+    [[ $got == "$want" ]] || pgrpl_die "built-in replica of bench_$w differs: $got, primary $want"
+    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); replica = primary: $got)"
+}
+
+drain_pgrpl() {
+    local w=$1 r=$2 t0 t1 stop=$BENCH/sampler.stop out=$BENCH/sampler.out n
+    local sub=pg_${w}_$r
+    q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+    checkpoint_both
+    rm -f "$stop" "$out"
+    t0=$(now)
+    q_s "SELECT pgrpl.enable_subscription('$sub')" >/dev/null
+    rss_sampler "$sub" "$out" "$stop" &
+    SAMPLER_PID=$!
+    if ! wait_slot "$sub"; then
+        touch "$stop"
+        q_s "SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'" >&2 || true
+        pgrpl_die "pgrpl subscription $sub did not reach $TARGET in ${DRAIN_TIMEOUT}s"
+    fi
+    t1=$(now)
+    touch "$stop"
+    wait "$SAMPLER_PID" || true
+    SAMPLER_PID=''
+    q_s "SELECT pgrpl.disable_subscription('$sub')" >/dev/null
+    record "$w" pgrpl "$r" "$(elapsed "$t0" "$t1")"
+    [[ -s $out ]] || echo "- 0 0" >"$out"
+    echo "$w $r $(cat "$out")" >>"$MEM"
+    n=$(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
+             WHERE s.sub_name = '$sub'")
+    [[ $n == "${W_CHANGES[$w]}" ]] || pgrpl_die "pgrpl captured $n changes of bench_$w, expected ${W_CHANGES[$w]}"
+    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $n changes; worker pid/peak RssAnon kB/VmHWM kB: $(cat "$out"))"
+}
+
+run_workload() {
+    local w=$1 t0 r
+    pgrpl_banner "throughput ${W_TITLE[$w]}: ${W_CHANGES[$w]} changes, $REPS drain(s) per consumer"
+    q_p "TRUNCATE public.bench_$w" >/dev/null
+    q_s "TRUNCATE public.bench_$w" >/dev/null
+    create_consumers "$w"
+    log "slots created: $(q_p "SELECT string_agg(slot_name, ' ' ORDER BY slot_name) FROM pg_replication_slots")"
+    t0=$(now)
+    build_backlog "$w"
+    q_p "CHECKPOINT" >/dev/null
+    TARGET=$(q_p "SELECT pg_current_wal_lsn()")
+    log "backlog built in $(elapsed "$t0" "$(now)") s; target LSN $TARGET," \
+        "$(q_p "SELECT pg_size_pretty(pg_wal_lsn_diff('$TARGET', min(restart_lsn))) FROM pg_replication_slots") of WAL"
+    for ((r = 1; r <= REPS; r++)); do
+        drain_ceiling "$w" "$r"
+        drain_builtin "$w" "$r"
+        drain_pgrpl "$w" "$r"
+    done
+    drop_consumers "$w"
+}
+
+# ------------------------------------------------------------- latency --
+
+LATENCY_OUT=''
+
+run_latency() {
+    local sid lsn
+    pgrpl_banner "latency: $LAT_N single-row transactions at ~$LAT_RATE/s per consumer"
+    q_p "TRUNCATE public.bench_lat" >/dev/null
+    q_s "TRUNCATE public.bench_lat" >/dev/null
+
+    q_s "SELECT pgrpl.create_subscription('pg_lat', '$CONNINFO', ARRAY['bench_pub'])" >/dev/null
+    lsn=$(q_p "SELECT pg_current_wal_lsn()")
+    [[ $(q_s "SELECT pgrpl.wait_for_lsn('pg_lat', '$lsn', '60 s')") == t ]] ||
+        pgrpl_die "pgrpl subscription pg_lat did not start streaming"
+    sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = 'pg_lat'")
+    q_s "CREATE UNLOGGED TABLE bench_lat_result AS
+         SELECT 'pgrpl'::text AS consumer, ms
+           FROM public.bench_latency('pgrpl', '$CONNINFO', 1, $LAT_N, $LAT_RATE, $sid) ms"
+    q_s "SELECT pgrpl.drop_subscription('pg_lat')" >/dev/null
+    log "pgrpl done"
+
+    q_s_quiet "CREATE SUBSCRIPTION bi_lat CONNECTION '$CONNINFO' PUBLICATION bench_pub
+               WITH (copy_data = false, slot_name = 'bi_lat')"
+    lsn=$(q_p "SELECT pg_current_wal_lsn()")
+    [[ $(q_p "SELECT public.bench_wait_slot('bi_lat', '$lsn', 60)") == t ]] ||
+        pgrpl_die "built-in subscription bi_lat did not start streaming"
+    q_s "INSERT INTO bench_lat_result
+         SELECT 'built-in', ms
+           FROM public.bench_latency('builtin', '$CONNINFO', 1000001, $LAT_N, $LAT_RATE, 0) ms"
+    q_s_quiet "DROP SUBSCRIPTION bi_lat" >/dev/null
+    log "built-in done"
+
+    LATENCY_OUT=$(psql_s -P footer=off -c "
+        SELECT consumer, count(*) AS rows,
+               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2) AS p50_ms,
+               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2) AS p99_ms,
+               round(min(ms)::numeric, 2) AS min_ms, round(max(ms)::numeric, 2) AS max_ms
+          FROM bench_lat_result GROUP BY consumer ORDER BY consumer DESC")
+    echo "$LATENCY_OUT"
+}
+
+# ------------------------------------------------------------- queries --
+
+QUERIES_OUT='' PLANS_OUT=''
+
+run_queries() {
+    local sid t0 after1000 after2000 key msg_i msg_r x
+    pgrpl_banner "queries: $Q_ROWS synthetic changes over $Q_KEYS keys of public.t"
+    q_s "SELECT pgrpl.create_subscription('qbench', '$CONNINFO', ARRAY['bench_pub'],
+                                          enabled => false)" >/dev/null
+    sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = 'qbench'")
+    t0=$(now)
+    # one session, in commit order: the heap is clustered like a real log
+    psql_s -v sid="$sid" -v nrows="$Q_ROWS" -v keys="$Q_KEYS" -v g_from=1 -v g_to="$Q_ROWS" \
+        -v extras=true -f "$BENCH_SQL/queries_fill.sql"
+    log "filled in $(elapsed "$t0" "$(now)") s"
+    t0=$(now)
+    q_s "VACUUM ANALYZE pgrpl.change" >/dev/null
+    q_s "VACUUM ANALYZE pgrpl.transaction" >/dev/null
+    log "VACUUM ANALYZE in $(elapsed "$t0" "$(now)") s"
+    psql_s -P footer=off -c "
+        SELECT c.relname AS relation, pg_size_pretty(pg_relation_size(c.oid)) AS size,
+               c.reltuples::bigint AS rows_estimate
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'pgrpl' AND c.relkind IN ('r', 'i')
+           AND c.relname ~ '^(change|transaction)'
+         ORDER BY c.relname"
+
+    # after_lsn values with ~1000 / ~2000 rows after them, and a key with
+    # history (12345 when the key space has it).
+    after1000=$(q_s "SELECT commit_lsn FROM pgrpl.change WHERE sub_id = $sid
+                     ORDER BY commit_lsn DESC, seq DESC OFFSET 1000 LIMIT 1")
+    after2000=$(q_s "SELECT commit_lsn FROM pgrpl.change WHERE sub_id = $sid
+                     ORDER BY commit_lsn DESC, seq DESC OFFSET 2000 LIMIT 1")
+    key=$((Q_KEYS >= 12345 ? 12345 : Q_KEYS / 2))
+
+    # pgoutput messages captured from the primary for pgrpl.decode
+    q_p "SELECT 1 FROM pg_create_logical_replication_slot('bench_dbg', 'pgoutput')" >/dev/null
+    q_p "INSERT INTO public.bench_lat (id, pad) VALUES (-1, 'a row to decode')" >/dev/null
+    msg_r=$(q_p "SELECT encode(data, 'hex') FROM pg_logical_slot_peek_binary_changes('bench_dbg',
+                 NULL, NULL, 'proto_version', '1', 'publication_names', 'bench_pub')
+                 WHERE get_byte(data, 0) = ascii('R') LIMIT 1")
+    msg_i=$(q_p "SELECT encode(data, 'hex') FROM pg_logical_slot_peek_binary_changes('bench_dbg',
+                 NULL, NULL, 'proto_version', '1', 'publication_names', 'bench_pub')
+                 WHERE get_byte(data, 0) = ascii('I') LIMIT 1")
+    q_p "SELECT pg_drop_replication_slot('bench_dbg')" >/dev/null
+    q_p "DELETE FROM public.bench_lat WHERE id = -1" >/dev/null
+    [[ -n $msg_i && -n $msg_r ]] || pgrpl_die "could not capture pgoutput messages to decode"
+    q_s "CREATE UNLOGGED TABLE bench_msg AS
+         SELECT CASE WHEN g % 2 = 0 THEN '\\x$msg_i'::bytea ELSE '\\x$msg_r'::bytea END AS m,
+                g % 2 = 0 AS is_insert
+           FROM generate_series(1, 10000) g" >/dev/null
+    log "decode sample: INSERT $(q_s "SELECT pgrpl.decode('\\x$msg_i'::bytea)")"
+
+    local -a names=(
+        "changes(after_lsn => newest ~1000)"
+        "changes(after_lsn => newest ~2000, max_rows => 1000)"
+        "changes(max_rows => 1000) from the start"
+        "row_history('public.t', '{\"id\": $key}')"
+        "decode(INSERT message), 1 call"
+        "decode(RELATION message), 1 call"
+        "decode, 10000 calls (INSERT/RELATION)"
+        "changes(after_lsn => newest ~1000), jit off"
+        "changes(max_rows => 1000) from start, jit off"
+    )
+    local -a queries=(
+        "SELECT * FROM pgrpl.changes('qbench', after_lsn => '$after1000')"
+        "SELECT * FROM pgrpl.changes('qbench', after_lsn => '$after2000', max_rows => 1000)"
+        "SELECT * FROM pgrpl.changes('qbench', max_rows => 1000)"
+        "SELECT * FROM pgrpl.row_history('qbench', 'public.t', '{\"id\": $key}')"
+        "SELECT 1 FROM (SELECT m FROM bench_msg WHERE is_insert LIMIT 1) x WHERE pgrpl.decode(m) IS NOT NULL"
+        "SELECT 1 FROM (SELECT m FROM bench_msg WHERE NOT is_insert LIMIT 1) x WHERE pgrpl.decode(m) IS NOT NULL"
+        "SELECT 1 FROM bench_msg WHERE pgrpl.decode(m) IS NOT NULL"
+        "SELECT * FROM pgrpl.changes('qbench', after_lsn => '$after1000')"
+        "SELECT * FROM pgrpl.changes('qbench', max_rows => 1000)"
+    )
+    local -a jit_off=(false false false false false false false true true)
+    # One session: every query warm-up + QUERY_RUNS timed runs (plpgsql
+    # caches its plans per session, as a client's connection would), then
+    # each of pgrpl's functions once more under auto_explain, so that the
+    # plans shown are the ones the timed runs settled on.
+    local sql="CREATE TEMP TABLE bench_q (i int, name text, q text, jit_off boolean);"
+    local i
+    for i in "${!queries[@]}"; do
+        sql+="INSERT INTO bench_q VALUES ($i, \$n\$${names[$i]}\$n\$, \$q\$${queries[$i]}\$q\$, ${jit_off[$i]});"
+    done
+    QUERIES_OUT=$(psql_s -P footer=off -c "$sql" -c "
+        SELECT q.name AS query, t.nrows AS rows, round(t.avg_ms::numeric, 3) AS avg_ms,
+               round(t.min_ms::numeric, 3) AS min_ms, round(t.max_ms::numeric, 3) AS max_ms
+          FROM bench_q q, LATERAL public.bench_time(q.q, $QUERY_RUNS, q.jit_off) t ORDER BY q.i" 2>&1)
+    echo "$QUERIES_OUT"
+
+    PLANS_OUT=$(
+        {
+            echo "$sql"
+            for i in 0 1 2 3; do echo "SELECT count(*) FROM bench_time((SELECT q FROM bench_q WHERE i = $i), $QUERY_RUNS);"; done
+            echo "LOAD 'auto_explain';"
+            echo "SET auto_explain.log_min_duration = 0;"
+            echo "SET auto_explain.log_analyze = on;"
+            echo "SET auto_explain.log_buffers = on;"
+            echo "SET auto_explain.log_nested_statements = on;"
+            echo "SET auto_explain.log_level = notice;"
+            echo "SET client_min_messages = notice;"
+            for i in 0 1 2 3; do
+                echo "SELECT \$h\$==== ${names[$i]}: ${queries[$i]}\$h\$;"
+                echo "SELECT count(*) FROM (${queries[$i]}) s;"
+            done
+        } | psql_s -At 2>&1 | sed -e 's/^NOTICE:  //' | awk '
+            # one block per auto_explain message; blocks of the subscription
+            # name lookup and argument checks are left out
+            function flush() {
+                if (buf != "" && buf !~ /Query Text: (SELECT s\.sub_id|SELECT r\.schema_name|SELECT pgrpl\.check_max_rows|SELECT \$h\$)/)
+                    print buf
+                buf = ""
+            }
+            /^==== /      { flush(); print; next }
+            /^duration: / { flush(); buf = $0; next }
+            /^[0-9]*$/    { next }
+            { buf = buf "\n" $0 }
+            END { flush() }'
+    )
+    x=$(printf '%s\n' "$PLANS_OUT" | grep -c 'Index' || true)
+    pgrpl_banner "plans of the statements inside pgrpl.changes / pgrpl.row_history (auto_explain, steady state)"
+    printf '%s\n' "$PLANS_OUT"
+    log "$x plan lines mention an index"
+    q_s "DROP TABLE bench_msg" >/dev/null
+    q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+    q_s "SELECT pgrpl.drop_subscription('qbench')" >/dev/null
+}
+
+# --------------------------------------------------------------- report --
+
+print_throughput() {
+    [[ -s $RESULTS ]] || return 0
+    local w
+    printf '%-40s %9s  %-9s %9s %11s  %s\n' workload changes consumer "median s" "changes/s" "runs (s)"
+    for w in $WORKLOADS; do
+        awk -v w="$w" -v title="${W_TITLE[$w]}" -v n="${W_CHANGES[$w]}" '
+            $1 == w { t[$2] = t[$2] " " $4; c[$2]++ ; v[$2, c[$2]] = $4 }
+            function median(k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            END {
+                split("ceiling builtin pgrpl", order, " ")
+                first = 1
+                for (o = 1; o <= 3; o++) {
+                    k = order[o]; if (!(k in c)) continue
+                    md = median(k)
+                    printf "%-40s %9s  %-9s %9.2f %11.0f %s\n", first ? title : "", first ? n : "", \
+                        (k == "builtin" ? "built-in" : k), md, n / md, t[k]
+                    first = 0
+                }
+            }' "$RESULTS"
+    done
+    echo
+    printf '%-40s %14s %15s %19s %19s\n' workload pgrpl/ceiling pgrpl/built-in "worker VmHWM MB" "peak RssAnon MB"
+    for w in $WORKLOADS; do
+        awk -v w="$w" -v title="${W_TITLE[$w]}" -v memf="$MEM" '
+            function median(k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            $1 == w { c[$2]++; v[$2, c[$2]] = $4 }
+            END {
+                if (!("pgrpl" in c)) exit
+                while ((getline line < memf) > 0) {
+                    split(line, f, " ")
+                    if (f[1] == w) { if (f[4] > anon) anon = f[4]; if (f[5] > hwm) hwm = f[5] }
+                }
+                # ratio of rates = inverse ratio of times
+                printf "%-40s %13.1f%% %14.1f%% %19.1f %19.1f\n", title, \
+                    100 * median("ceiling") / median("pgrpl"), 100 * median("builtin") / median("pgrpl"), \
+                    hwm / 1024, anon / 1024
+            }' "$RESULTS"
+    done
+}
+
+# ----------------------------------------------------------------- main --
+
+pgrpl_require_root
+trap cleanup EXIT
+trap 'exit 143' INT TERM HUP
+
+pgrpl_banner "dependencies"
+pgrpl_install_deps
+
+BENCH=$(mktemp -d /tmp/pgrpl-bench.XXXXXX)
+chown "$PGRPL_PG_USER": "$BENCH"
+PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
+RESULTS=$BENCH/results MEM=$BENCH/mem
+: >"$RESULTS"
+: >"$MEM"
+
+pgrpl_banner "build + install pgrpl"
+# What is measured: the work tree as copied now (tracked + untracked files).
+SOURCE=$(git -c safe.directory='*' -C "$REPO_ROOT" describe --always --dirty --exclude='*' 2>/dev/null ||
+    echo "not a git checkout")
+echo "pgrpl source: $SOURCE"
+if ! pgrpl_build_and_install "$REPO_ROOT" "$BENCH/build" >"$BENCH/build.log" 2>&1; then
+    tail -n 40 "$BENCH/build.log"
+    exit 1
+fi
+echo "installed into $("$PGRPL_PG_CONFIG" --pkglibdir)"
+
+pgrpl_banner "start primary and subscriber"
+PPORT=$(free_port 54501)
+SPORT=$(free_port $((PPORT + 1)))
+COMMON_CONF=("shared_buffers = 256MB" "max_wal_size = 32GB" "min_wal_size = 1GB"
+    "checkpoint_timeout = 1h" "max_replication_slots = 32" "max_wal_senders = 32")
+start_cluster "$PRIMARY" "$PPORT" "wal_level = logical" "${COMMON_CONF[@]}"
+# wal_retrieve_retry_interval: the built-in launcher starts at most one apply
+# worker per interval (default 5 s), which would add up to 5 s to a drain.
+SUB_CONF=("shared_preload_libraries = 'pgrpl'" "wal_retrieve_retry_interval = 100ms")
+start_cluster "$SUBSCRIBER" "$SPORT" "${SUB_CONF[@]}" "${COMMON_CONF[@]}"
+CONNINFO="host=127.0.0.1 port=$PPORT dbname=postgres user=postgres"
+psql_p -f "$BENCH_SQL/tables.sql"
+psql_p -f "$BENCH_SQL/primary.sql"
+psql_s -f "$BENCH_SQL/tables.sql"
+psql_s -f "$BENCH_SQL/subscriber.sql"
+echo "primary 127.0.0.1:$PPORT, subscriber 127.0.0.1:$SPORT, under $BENCH"
+q_p "SELECT version()"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+echo "both: ${COMMON_CONF[*]}"
+echo "primary: wal_level = logical; subscriber: ${SUB_CONF[*]}"
+echo "scale $SCALE, $REPS drain(s) per consumer; parts: ${PARTS[*]}"
+echo "load average before the first step: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
+
+START=$(now)
+if want throughput; then
+    for w in $WORKLOADS; do run_workload "$w"; done
+fi
+if want latency; then run_latency; fi
+if want queries; then run_queries; fi
+
+pgrpl_banner "results"
+echo "pgrpl $SOURCE; PostgreSQL $(q_p "SHOW server_version"), $(nproc) cores; scale $SCALE;" \
+    "total $(elapsed "$START" "$(now)") s; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+if want throughput; then
+    echo
+    echo "Throughput: median of $REPS drain(s) of the same backlog, timed from consumer start until the"
+    echo "primary's slot confirmed the target LSN.  ceiling = pg_recvlogical -> /dev/null; built-in ="
+    echo "CREATE SUBSCRIPTION with default options (synchronous_commit = off, streaming = off, binary ="
+    echo "false), copy_data = false; pgrpl = default settings (its worker commits asynchronously too)."
+    echo "Times include the consumer's last flush report (up to ~1 s of idle nap, both consumers)."
+    echo
+    print_throughput
+fi
+if want latency; then
+    echo
+    echo "End-to-end latency, $LAT_N single-row transactions at ~$LAT_RATE/s: commit returned on the primary"
+    echo "-> row visible on the subscriber (polled every ~0.3 ms)."
+    echo "$LATENCY_OUT"
+fi
+if want queries; then
+    echo
+    echo "Queries on a $Q_ROWS-row change log ($Q_KEYS keys x 10 changes, 4 changes per transaction):"
+    echo "warm-up + $QUERY_RUNS runs each in one session, ms."
+    echo "$QUERIES_OUT"
+fi

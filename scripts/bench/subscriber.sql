@@ -1,0 +1,94 @@
+-- scripts/bench/subscriber.sql: extensions and measuring helpers of the
+-- subscriber (after tables.sql).
+CREATE EXTENSION pgrpl;
+CREATE EXTENSION dblink;
+
+-- End-to-end latency at low load.  Commits n single-row transactions on the
+-- primary through dblink (autocommit: dblink_exec returns once the commit
+-- is done there), one every 1/rate s, and after each one polls this server
+-- until the row is visible: in pgrpl.change of subscription sid (consumer
+-- 'pgrpl') or in the replica table public.bench_lat (consumer 'builtin').
+-- Returns one latency in ms per row: from "commit returned on the primary"
+-- to "first poll that sees it here" (polls are ~0.3 ms apart).  Each poll is
+-- a statement of its own, so in READ COMMITTED it takes a new snapshot.
+-- A first, unmeasured row (id first_id - 1, up to 60 s) makes sure the
+-- consumer is streaming.
+CREATE FUNCTION public.bench_latency(consumer text, conninfo text, first_id integer,
+                                     n integer, rate float8, sid integer)
+RETURNS SETOF float8
+LANGUAGE plpgsql AS $$
+DECLARE
+    rid integer;
+    h bigint;
+    t_start timestamptz;
+    t_commit timestamptz;
+    seen boolean;
+    patience interval;
+BEGIN
+    PERFORM dblink_connect('bench_lat', conninfo);
+    FOR i IN -1..n - 1 LOOP
+        rid := first_id + i;
+        patience := CASE WHEN i < 0 THEN interval '60 s' ELSE interval '15 s' END;
+        h := pgrpl.key_hash('public', 'bench_lat', jsonb_build_object('id', rid));
+        t_start := clock_timestamp();
+        PERFORM dblink_exec('bench_lat',
+                            format('INSERT INTO public.bench_lat (id) VALUES (%s)', rid));
+        t_commit := clock_timestamp();
+        LOOP
+            IF consumer = 'pgrpl' THEN
+                seen := EXISTS (SELECT 1 FROM pgrpl.change c
+                                 WHERE c.sub_id = sid AND c.key_hash = h
+                                   AND c.table_name = 'bench_lat');
+            ELSE
+                seen := EXISTS (SELECT 1 FROM public.bench_lat l WHERE l.id = rid);
+            END IF;
+            EXIT WHEN seen;
+            IF clock_timestamp() > t_commit + patience THEN
+                RAISE EXCEPTION '% latency: row % not visible % after its commit',
+                    consumer, rid, clock_timestamp() - t_commit;
+            END IF;
+            PERFORM pg_sleep(0.0002);
+        END LOOP;
+        IF i >= 0 THEN
+            RETURN NEXT extract(epoch FROM clock_timestamp() - t_commit) * 1000;
+        END IF;
+        PERFORM pg_sleep(greatest(0, 1.0 / rate
+                                     - extract(epoch FROM clock_timestamp() - t_start)));
+    END LOOP;
+    PERFORM dblink_disconnect('bench_lat');
+END
+$$;
+
+-- Run query q once to warm up, then `runs` times; elapsed ms of each run.
+-- q's expensive part must be in FROM or WHERE: it is run as
+-- SELECT count(*) FROM (q) s, which drops unused output columns.  With
+-- jit_off, jit is off for these runs only.
+CREATE FUNCTION public.bench_time(q text, runs integer, jit_off boolean DEFAULT false,
+                                  OUT avg_ms float8, OUT min_ms float8,
+                                  OUT max_ms float8, OUT nrows bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    ms float8;
+    total float8 := 0;
+    sql text := format('SELECT count(*) FROM (%s) s', q);
+    old_jit text := current_setting('jit');
+BEGIN
+    IF jit_off THEN
+        PERFORM set_config('jit', 'off', true);
+    END IF;
+    min_ms := 'Infinity';
+    max_ms := 0;
+    EXECUTE sql INTO nrows;
+    FOR i IN 1..runs LOOP
+        t0 := clock_timestamp();
+        EXECUTE sql INTO nrows;
+        ms := extract(epoch FROM clock_timestamp() - t0) * 1000;
+        total := total + ms;
+        min_ms := least(min_ms, ms);
+        max_ms := greatest(max_ms, ms);
+    END LOOP;
+    avg_ms := total / runs;
+    PERFORM set_config('jit', old_jit, true);
+END
+$$;
