@@ -124,7 +124,7 @@ valgrind_mode() {
     cat >"$wrap/postgres" <<EOF
 #!/bin/sh
 case "\$1" in -V|--version|--boot|--single|--describe-config|-C) exec "$BIN/postgres" "\$@";; esac
-exec valgrind --quiet --error-limit=no --leak-check=no --track-origins=yes \\
+exec valgrind -v --error-limit=no --leak-check=no --track-origins=yes \\
     --num-callers=40 --read-var-info=no --trace-children=no \\
     --suppressions="$SCRIPT_DIR/valgrind.supp" --gen-suppressions=all \\
     --log-file="$WORK/vg/%p.log" "$BIN/postgres" "\$@"
@@ -145,18 +145,21 @@ EOF
         --temp-config=test/regress.conf --load-extension=pgrpl \
         --dbname=contrib_regression $regress) | tee "$WORK/regress.log" || true
 
-    nerr=0
-    for f in "$WORK"/vg/*.log; do
-        [[ -s $f ]] || continue
-        if grep -q 'pgrpl' "$f"; then
-            echo "== $f (mentions pgrpl) =="
-            cat "$f"
-        fi
-        nerr=$((nerr + $(grep -c '^==[0-9]*== [A-Z].*\(Invalid\|uninitialised\|Mismatched\|free\)' "$f" || true)))
+    # Every process that exits normally ends its log with "ERROR SUMMARY:
+    # N errors from M contexts (suppressed: S from T)".
+    nerr=$(cat "$WORK"/vg/*.log | sed -n 's/^==[0-9]*== ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' |
+        awk '{s += $1} END {print s + 0}')
+    echo "processes run under valgrind: $(ls "$WORK"/vg/*.log | wc -l)," \
+        "with an ERROR SUMMARY: $(grep -l 'ERROR SUMMARY' "$WORK"/vg/*.log | wc -l)"
+    echo "valgrind errors (all processes): $nerr"
+    echo "suppressed (all processes):"
+    grep -h 'used_suppression:' "$WORK"/vg/*.log |
+        awk '{n[substr($0, index($0, $4))] += $3} END {for (k in n) printf "  %6d  %s\n", n[k], k}' |
+        sort -rn
+    for f in $(grep -l 'ERROR SUMMARY: [1-9]' "$WORK"/vg/*.log); do
+        echo "== $f =="
+        grep -v '^--[0-9]*--' "$f" | grep -A40 -E '^==[0-9]*== (Invalid|Conditional|Use of|Syscall|Mismatched|Source and)' | head -200
     done
-    echo "valgrind error reports (all processes): $nerr"
-    grep -h '^==[0-9]*== [A-Z]' "$WORK"/vg/*.log 2>/dev/null | sed 's/^==[0-9]*== //' |
-        sort | uniq -c | sort -rn | head -20
     grep -q 'All [0-9]* tests passed' "$WORK/regress.log" || { echo "FAIL: the suite failed under valgrind"; return 1; }
     ((nerr == 0)) || { echo "FAIL: valgrind reported errors"; return 1; }
     echo "OK: no valgrind errors"

@@ -83,6 +83,15 @@ SELECT count(*) >= 90 AS enough_messages,
   FROM fuzz_msgs;
 SELECT count(*) FILTER (WHERE pgrpl.decode(data) IS NOT NULL) = count(*) AS all_decode
   FROM fuzz_msgs;
+-- The same whatever the session's client_encoding: the names in the
+-- corpus ("fz Quoted ""Name"" é", "ü") are the server's bytes, not the
+-- client's, and are not converted.
+CREATE TEMP TABLE fuzz_decoded AS SELECT n, pgrpl.decode(data) AS j FROM fuzz_msgs;
+SET client_encoding = 'LATIN1';
+SELECT count(*) FILTER (WHERE pgrpl.decode(m.data) = d.j) = count(*) AS same_in_latin1
+  FROM fuzz_msgs m JOIN fuzz_decoded d USING (n);
+SHOW client_encoding;
+RESET client_encoding;
 
 -- A deterministic generator: draw i of case seed, in [0, n).
 CREATE FUNCTION pg_temp.rnd(seed bigint, i int, n int) RETURNS int
