@@ -57,6 +57,8 @@ BEGIN
             RETURN false;
         END IF;
         PERFORM pg_sleep(0.01);
+        -- pg_stat_activity is a snapshot taken once per transaction.
+        PERFORM pg_stat_clear_snapshot();
     END LOOP;
 END
 $$;
