@@ -24,6 +24,7 @@
 #       minutes).  Prints every error report whose stack mentions pgrpl
 #       and a summary of all others; fails if any error is left.
 #
+# VALGRIND_SUPP: another suppressions file (e.g. /dev/null to see all).
 # PGRPL_PG_BIN: the PostgreSQL 15 bin dir (default /usr/lib/postgresql/15/bin).
 # Servers run as the postgres OS user under a temp dir, removed on success.
 set -euo pipefail
@@ -126,7 +127,7 @@ valgrind_mode() {
 case "\$1" in -V|--version|--boot|--single|--describe-config|-C) exec "$BIN/postgres" "\$@";; esac
 exec valgrind -v --error-limit=no --leak-check=no --track-origins=yes \\
     --num-callers=40 --read-var-info=no --trace-children=no \\
-    --suppressions="$SCRIPT_DIR/valgrind.supp" --gen-suppressions=all \\
+    --suppressions="${VALGRIND_SUPP:-$SCRIPT_DIR/valgrind.supp}" --gen-suppressions=all \\
     --log-file="$WORK/vg/%p.log" "$BIN/postgres" "\$@"
 EOF
     chmod 755 "$wrap/postgres"

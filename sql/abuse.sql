@@ -42,7 +42,7 @@ SELECT public.abuse_state(format(
     (public.loopback_conninfo() || ' target_session_attrs=read-only', 'not a standby'),
     (public.loopback_conninfo() || ' dbname=' || repeat('d', 100000), '100 kB database name'),
     (public.loopback_conninfo() || ' application_name=' || repeat('a', 100000), '100 kB application_name'),
-    ('host=' || repeat('h', 100000) || ' connect_timeout=5', '100 kB host name'),
+    ('host=/' || repeat('h', 100000) || ' connect_timeout=5', '100 kB socket directory'),
     ($$host='/nonexistent dir' port=1$$, 'no such socket directory')
   ) AS t(c, note);
 -- Connection strings that do not parse: 42601, and never quoted back when
