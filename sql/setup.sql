@@ -57,6 +57,8 @@ BEGIN
             RETURN false;
         END IF;
         PERFORM pg_sleep(0.01);
+        -- pg_stat_activity is a snapshot taken once per transaction.
+        PERFORM pg_stat_clear_snapshot();
     END LOOP;
 END
 $$;
@@ -70,17 +72,21 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- No walsender of application_name "app" is left (pgrpl connects to the
--- primary with the subscription name as application_name).
--- (pg_regress exports PGAPPNAME, which the server's own libpq connections
--- inherit, so application_name alone cannot be relied on: a slot of that
--- name must also be inactive.)
+-- primary with the subscription name as fallback_application_name).  The
+-- pg_regress server inherits PGAPPNAME, which wins over that name, so all
+-- walsenders may be called "pg_regress": then wait until every walsender
+-- left streams the slot of another enabled subscription.
 CREATE FUNCTION public.wait_no_walsender(app text) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     SELECT public.poll_until(format(
-        'SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                             WHERE backend_type = %L AND application_name = %L)
-            AND NOT EXISTS (SELECT 1 FROM pg_replication_slots
-                             WHERE slot_name = %L AND active)',
+        'SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                             WHERE a.backend_type = %L
+                               AND (a.application_name = %L
+                                    OR NOT EXISTS (
+                                        SELECT 1 FROM pg_replication_slots s
+                                          JOIN pgrpl.subscription sub ON sub.slot_name = s.slot_name
+                                         WHERE s.active_pid = a.pid AND sub.enabled
+                                           AND sub.sub_name <> %L)))',
         'walsender', app, app))
 $$;
 

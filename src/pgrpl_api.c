@@ -50,6 +50,28 @@ pgrpl_require_superuser(const char *what)
 	pgrpl_shmem_check();
 }
 
+/*
+ * A statement that passes a conninfo may hold a password in its text.
+ * While such a function runs, every message it raises is logged without
+ * the STATEMENT and CONTEXT lines that would quote that text (the client
+ * still gets them).  Push before anything can fail, pop before returning.
+ */
+static void
+pgrpl_hide_statement_callback(void *arg)
+{
+	errhidestmt(true);
+	errhidecontext(true);
+}
+
+static void
+pgrpl_hide_statement(ErrorContextCallback *cb)
+{
+	cb->callback = pgrpl_hide_statement_callback;
+	cb->arg = NULL;
+	cb->previous = error_context_stack;
+	error_context_stack = cb;
+}
+
 static char *
 pgrpl_arg_text(FunctionCallInfo fcinfo, int n, const char *argname)
 {
@@ -192,7 +214,9 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	XLogRecPtr	start_lsn;
 	char		local_sysid[32];
 	char		origin[NAMEDATALEN];
+	ErrorContextCallback hide;
 
+	pgrpl_hide_statement(&hide);
 	pgrpl_require_superuser("create a pgrpl subscription");
 	sub.name = pgrpl_arg_text(fcinfo, 0, "name");
 	sub.conninfo = pgrpl_arg_text(fcinfo, 1, "conninfo");
@@ -249,6 +273,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
+	error_context_stack = hide.previous;
 	PG_RETURN_LSN(start_lsn);
 }
 
@@ -356,7 +381,9 @@ Datum
 pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 {
 	PgrplSubscription *sub;
+	ErrorContextCallback hide;
 
+	pgrpl_hide_statement(&hide);
 	pgrpl_require_superuser("alter a pgrpl subscription");
 	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
 	if (!PG_ARGISNULL(1))
@@ -368,6 +395,7 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 		sub->publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
 	pgrpl_subscription_update(sub);
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
+	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
 }
 

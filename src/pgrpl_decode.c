@@ -3,21 +3,30 @@
  *		Parse one pgoutput (protocol version 1) message.
  *
  * The server's own logicalrep_read_* readers do the parsing where they
- * exist.  They report some malformations with elog() or allocation errors,
- * so every reader runs under PG_TRY and any failure is rethrown as a
- * protocol violation; lengths that would make a reader allocate wildly are
- * checked before it runs.  A message must be consumed exactly: trailing
+ * exist.  They trust the lengths and counts they read: logicalrep_read_tuple
+ * pallocs a column value's length (up to 1 GB) before checking it against
+ * the message, and the relation and tuple readers allocate per-column arrays
+ * from a count.  So a side-effect-free pre-scan walks the whole message
+ * first and checks every count, length, string terminator, tag byte and
+ * text encoding against the bytes actually present; only a message that
+ * passes it reaches the server readers.  Those still run under PG_TRY (for
+ * the few checks of their own, e.g. a zero final_lsn), any failure rethrown
+ * as a protocol violation.  A message must be consumed exactly: trailing
  * bytes are an error too.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "pgrpl_decode.h"
 
 static void pgrpl_decode_body(StringInfo in, PgrplMessage *msg);
+static void pgrpl_protocol_error(const char *what, const char *detail) pg_attribute_noreturn();
 
 const char *
 pgrpl_message_type_name(LogicalRepMsgType type)
@@ -58,6 +67,237 @@ pgrpl_protocol_error(const char *what, const char *detail)
 			 detail ? errdetail_internal("%s", detail) : 0));
 }
 
+/* ---- the pre-scan: reads only, allocates nothing, never trusts a length ---- */
+
+typedef struct PgrplScan
+{
+	const char *data;
+	int			len;
+	int			pos;
+	const char *what;			/* message type name, for errors */
+} PgrplScan;
+
+static void pgrpl_scan_error(PgrplScan *s, const char *fmt, int a, int b)
+			pg_attribute_printf(2, 0) pg_attribute_noreturn();
+static void pgrpl_scan_text(PgrplScan *s, int n, const char *fmt, int a)
+			pg_attribute_printf(3, 0);
+
+static void
+pgrpl_scan_error(PgrplScan *s, const char *fmt, int a, int b)
+{
+	char		detail[256];
+
+	snprintf(detail, sizeof(detail), fmt, a, b);
+	pgrpl_protocol_error(s->what, detail);
+}
+
+/* At least n more bytes must be present. */
+static void
+pgrpl_scan_need(PgrplScan *s, int n)
+{
+	if (n < 0 || s->len - s->pos < n)
+		pgrpl_scan_error(s, "The message ends early: %d bytes needed at offset %d.",
+						 n, s->pos + 1);
+}
+
+static uint32
+pgrpl_scan_uint(PgrplScan *s, int nbytes)
+{
+	uint32		v = 0;
+
+	pgrpl_scan_need(s, nbytes);
+	for (int i = 0; i < nbytes; i++)
+		v = (v << 8) | (unsigned char) s->data[s->pos++];
+	return v;
+}
+
+/* n bytes of text: valid in the server encoding, no NUL. */
+static void
+pgrpl_scan_text(PgrplScan *s, int n, const char *fmt, int a)
+{
+	pgrpl_scan_need(s, n);
+	if (!pg_verify_mbstr(GetDatabaseEncoding(), s->data + s->pos, n, true))
+		pgrpl_scan_error(s, fmt, a, 0);
+	s->pos += n;
+}
+
+/* A NUL-terminated string; maxlen > 0: an identifier shorter than that. */
+static void
+pgrpl_scan_string(PgrplScan *s, int maxlen)
+{
+	const char *start = s->data + s->pos;
+	const char *nul = memchr(start, '\0', s->len - s->pos);
+	int			slen;
+
+	if (nul == NULL)
+		pgrpl_scan_error(s, "Unterminated string at offset %d.", s->pos + 1, 0);
+	slen = nul - start;
+	if (maxlen > 0 && slen >= maxlen)
+		pgrpl_scan_error(s, "A name of %d bytes at offset %d is too long.",
+						 slen, s->pos + 1);
+	pgrpl_scan_text(s, slen, "The string at offset %d is not valid in the server encoding.",
+					s->pos + 1);
+	s->pos++;					/* the NUL */
+}
+
+/* A tuple (TupleData): column count, then a kind byte and maybe a value each. */
+static void
+pgrpl_scan_tuple(PgrplScan *s)
+{
+	int			natts = (int) pgrpl_scan_uint(s, 2);
+
+	if (natts > MaxTupleAttributeNumber)
+		pgrpl_scan_error(s, "A tuple of %d columns (the maximum is %d).",
+						 natts, MaxTupleAttributeNumber);
+	/* each column takes at least its kind byte */
+	pgrpl_scan_need(s, natts);
+	for (int i = 0; i < natts; i++)
+	{
+		char		kind = (char) pgrpl_scan_uint(s, 1);
+		int32		len;
+
+		switch (kind)
+		{
+			case LOGICALREP_COLUMN_NULL:
+			case LOGICALREP_COLUMN_UNCHANGED:
+				break;
+			case LOGICALREP_COLUMN_TEXT:
+			case LOGICALREP_COLUMN_BINARY:
+				len = (int32) pgrpl_scan_uint(s, 4);
+				if (len < 0 || len > s->len - s->pos)
+					pgrpl_scan_error(s, "Column %d has length %d, more than the message holds.",
+									 i + 1, len);
+				if (kind == LOGICALREP_COLUMN_TEXT)
+					pgrpl_scan_text(s, len, "The text value of column %d is not valid in the server encoding.",
+									i + 1);
+				else
+					s->pos += len;
+				break;
+			default:
+				pgrpl_scan_error(s, "Column %d has unknown kind byte 0x%02x.",
+								 i + 1, (unsigned char) kind);
+		}
+	}
+}
+
+/* RELATION: relid, namespace, name, replica identity, columns. */
+static void
+pgrpl_scan_relation(PgrplScan *s)
+{
+	int			natts;
+
+	(void) pgrpl_scan_uint(s, 4);
+	pgrpl_scan_string(s, NAMEDATALEN);
+	pgrpl_scan_string(s, NAMEDATALEN);
+	(void) pgrpl_scan_uint(s, 1);
+	natts = (int) pgrpl_scan_uint(s, 2);
+	if (natts > MaxTupleAttributeNumber)
+		pgrpl_scan_error(s, "A relation of %d columns (the maximum is %d).",
+						 natts, MaxTupleAttributeNumber);
+	/* flags, name (at least its NUL), type oid, typmod */
+	pgrpl_scan_need(s, natts * 10);
+	for (int i = 0; i < natts; i++)
+	{
+		(void) pgrpl_scan_uint(s, 1);
+		pgrpl_scan_string(s, NAMEDATALEN);
+		(void) pgrpl_scan_uint(s, 4);
+		(void) pgrpl_scan_uint(s, 4);
+	}
+}
+
+/* INSERT / UPDATE / DELETE: relid, then tagged tuples. */
+static void
+pgrpl_scan_change(PgrplScan *s, LogicalRepMsgType type)
+{
+	char		tag;
+
+	(void) pgrpl_scan_uint(s, 4);
+	tag = (char) pgrpl_scan_uint(s, 1);
+	if (type != LOGICAL_REP_MSG_INSERT && (tag == 'K' || tag == 'O'))
+	{
+		pgrpl_scan_tuple(s);
+		if (type == LOGICAL_REP_MSG_DELETE)
+			return;
+		tag = (char) pgrpl_scan_uint(s, 1);
+	}
+	else if (type == LOGICAL_REP_MSG_DELETE)
+		pgrpl_scan_error(s, "Old tuple tag 0x%02x (expected 'K' or 'O').",
+						 (unsigned char) tag, 0);
+	if (tag != 'N')
+		pgrpl_scan_error(s, "New tuple tag 0x%02x (expected 'N').",
+						 (unsigned char) tag, 0);
+	pgrpl_scan_tuple(s);
+}
+
+/*
+ * Check that the message body in "in" (from its cursor) is well formed for
+ * its type, without changing "in" or allocating.
+ */
+static void
+pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what)
+{
+	PgrplScan	s;
+	int			n;
+
+	s.data = in->data;
+	s.len = in->len;
+	s.pos = in->cursor;
+	s.what = what;
+
+	switch (type)
+	{
+		case LOGICAL_REP_MSG_BEGIN:
+			pgrpl_scan_need(&s, 8 + 8 + 4);	/* final_lsn, time, xid */
+			s.pos += 20;
+			break;
+		case LOGICAL_REP_MSG_COMMIT:
+			pgrpl_scan_need(&s, 1 + 8 + 8 + 8); /* flags, lsns, time */
+			s.pos += 25;
+			break;
+		case LOGICAL_REP_MSG_ORIGIN:
+			pgrpl_scan_need(&s, 8);
+			s.pos += 8;
+			pgrpl_scan_string(&s, 0);
+			break;
+		case LOGICAL_REP_MSG_RELATION:
+			pgrpl_scan_relation(&s);
+			break;
+		case LOGICAL_REP_MSG_TYPE:
+			(void) pgrpl_scan_uint(&s, 4);
+			pgrpl_scan_string(&s, NAMEDATALEN);
+			pgrpl_scan_string(&s, NAMEDATALEN);
+			break;
+		case LOGICAL_REP_MSG_INSERT:
+		case LOGICAL_REP_MSG_UPDATE:
+		case LOGICAL_REP_MSG_DELETE:
+			pgrpl_scan_change(&s, type);
+			break;
+		case LOGICAL_REP_MSG_TRUNCATE:
+			n = (int) pgrpl_scan_uint(&s, 4);
+			(void) pgrpl_scan_uint(&s, 1);
+			if (n < 0 || n > (s.len - s.pos) / 4)
+				pgrpl_scan_error(&s, "A count of %d relations, more than the message holds.",
+								 n, 0);
+			s.pos += n * 4;
+			break;
+		case LOGICAL_REP_MSG_MESSAGE:
+			(void) pgrpl_scan_uint(&s, 1);
+			pgrpl_scan_need(&s, 8);
+			s.pos += 8;
+			pgrpl_scan_string(&s, 0);
+			n = (int) pgrpl_scan_uint(&s, 4);
+			if (n < 0 || n > s.len - s.pos)
+				pgrpl_scan_error(&s, "Content length %d, more than the message holds.",
+								 n, 0);
+			s.pos += n;
+			break;
+		default:
+			Assert(false);
+	}
+	if (s.pos != s.len)
+		pgrpl_scan_error(&s, "%d bytes of trailing data.", s.len - s.pos, 0);
+}
+
 /*
  * Decode the message in "in" (starting at its cursor) into *msg.  On any
  * malformation, ERROR with ERRCODE_PROTOCOL_VIOLATION; *msg is then
@@ -82,6 +322,9 @@ pgrpl_decode_message(StringInfo in, PgrplMessage *msg)
 						(unsigned char) msg->type),
 				 errdetail("Only protocol version 1 messages are expected.")));
 	in->cursor++;
+
+	/* Nothing reaches the server's readers before this succeeds. */
+	pgrpl_prescan(in, msg->type, name);
 
 	PG_TRY();
 	{
@@ -139,20 +382,10 @@ pgrpl_decode_change(StringInfo in, PgrplMessage *msg)
 static void
 pgrpl_decode_truncate(StringInfo in, PgrplMessage *msg)
 {
-	int			nrelids;
-	List	   *relids;
-
-	/* Bound the count by the bytes present before the reader allocates. */
-	if (in->len - in->cursor < 5)
-		pgrpl_protocol_error("TRUNCATE", "The message is too short.");
-	memcpy(&nrelids, in->data + in->cursor, 4);
-	nrelids = (int) pg_ntoh32(nrelids);
-	if (nrelids < 0 || nrelids > (in->len - in->cursor - 5) / 4)
-		pgrpl_protocol_error("TRUNCATE", "The relation count does not match the message length.");
-
-	relids = logicalrep_read_truncate(in, &msg->u.truncate.cascade,
-									  &msg->u.truncate.restart_seqs);
-	msg->u.truncate.relids = relids;
+	/* The pre-scan bounded the relation count by the bytes present. */
+	msg->u.truncate.relids =
+		logicalrep_read_truncate(in, &msg->u.truncate.cascade,
+								 &msg->u.truncate.restart_seqs);
 }
 
 static void
@@ -172,6 +405,19 @@ pgrpl_decode_logical_message(StringInfo in, PgrplMessage *msg)
 	m->content = pq_getmsgbytes(in, m->len);
 }
 
+/*
+ * A commit time is a real, finite timestamp: anything else would be stored
+ * in pgrpl.transaction as an invalid timestamptz.
+ */
+static void
+pgrpl_check_commit_time(TimestampTz t)
+{
+	if (!IS_VALID_TIMESTAMP(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("commit time " INT64_FORMAT " is out of range", t)));
+}
+
 static void
 pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 {
@@ -179,9 +425,11 @@ pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
 			logicalrep_read_begin(in, &msg->u.begin);
+			pgrpl_check_commit_time(msg->u.begin.committime);
 			break;
 		case LOGICAL_REP_MSG_COMMIT:
 			logicalrep_read_commit(in, &msg->u.commit);
+			pgrpl_check_commit_time(msg->u.commit.committime);
 			break;
 		case LOGICAL_REP_MSG_ORIGIN:
 			msg->u.origin.name = logicalrep_read_origin(in, &msg->u.origin.lsn);

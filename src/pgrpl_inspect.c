@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -232,6 +233,7 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 	StringInfoData in;
 	StringInfoData out;
 	PgrplMessage msg;
+	int			client_encoding = pg_get_client_encoding();
 
 	/* The decoder reads strings in place: give it a terminated copy. */
 	in.len = VARSIZE_ANY_EXHDR(raw);
@@ -241,7 +243,24 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 	in.data[in.len] = '\0';
 	in.cursor = 0;
 
-	pgrpl_decode_message(&in, &msg);
+	/*
+	 * The readers take names and prefixes as sent by a client, converting
+	 * them from the client encoding; these bytes are the server's own, so
+	 * read them with no conversion (as the worker does), whatever this
+	 * session's client_encoding.  Restored on the way out, error or not.
+	 */
+	if (client_encoding != GetDatabaseEncoding())
+		(void) SetClientEncoding(GetDatabaseEncoding());
+	PG_TRY();
+	{
+		pgrpl_decode_message(&in, &msg);
+	}
+	PG_FINALLY();
+	{
+		if (client_encoding != GetDatabaseEncoding())
+			(void) SetClientEncoding(client_encoding);
+	}
+	PG_END_TRY();
 
 	initStringInfo(&out);
 	pgrpl_describe(&out, &msg);
