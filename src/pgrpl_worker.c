@@ -125,7 +125,7 @@ static struct
 	TimestampTz last_status_time;
 	TimestampTz last_recv_time;
 	bool		ping_sent;
-	bool		received_any;
+	TimestampTz streaming_since;	/* this session streams since, or 0 */
 	dlist_head	flush_map;
 	PgrplWorkerState state;
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
@@ -384,8 +384,9 @@ pgrpl_worker_main(Datum main_arg)
 	for (;;)
 	{
 		PgrplSessionEnd end = PGRPL_SESSION_RETRY;
+		XLogRecPtr	progress_before = W.progress;
 
-		W.received_any = false;
+		W.streaming_since = 0;
 		PG_TRY();
 		{
 			end = pgrpl_session();
@@ -399,7 +400,18 @@ pgrpl_worker_main(Datum main_arg)
 
 		if (end == PGRPL_SESSION_GONE || end == PGRPL_SESSION_FINISHED)
 			break;
-		if (W.received_any)
+
+		/*
+		 * Start the backoff over only after a session that got somewhere: it
+		 * captured something new, or streamed for a good while.  Receiving
+		 * something is not enough: a stream that fails right after its first
+		 * keepalive (e.g. the publication was dropped on the primary) would
+		 * be retried every second forever.
+		 */
+		if (W.progress > progress_before ||
+			(W.streaming_since != 0 &&
+			 TimestampDifferenceExceeds(W.streaming_since, GetCurrentTimestamp(),
+										PGRPL_BACKOFF_MAX_MS)))
 			backoff = PGRPL_BACKOFF_MIN_MS;
 		if (end == PGRPL_SESSION_RESTART || pgrpl_restart_requested())
 		{
@@ -516,6 +528,7 @@ pgrpl_session(void)
 
 	pgrpl_stream_start(W.conn, W.sub->slot_name, W.progress, W.sub->publications);
 	pgrpl_set_state(PGRPL_STATE_STREAMING);
+	W.streaming_since = GetCurrentTimestamp();
 	SpinLockAcquire(&W.slot->mutex);
 	W.slot->last_error[0] = '\0';
 	SpinLockRelease(&W.slot->mutex);
@@ -620,7 +633,6 @@ pgrpl_apply_loop(void)
 								W.sub->name)));
 			W.last_recv_time = GetCurrentTimestamp();
 			W.ping_sent = false;
-			W.received_any = true;
 			done = pgrpl_handle_copydata(buf, len, &end);
 			MemoryContextSwitchTo(W.msgcxt);
 			MemoryContextReset(W.msgcxt);
@@ -777,6 +789,8 @@ pgrpl_begin_local(void)
 	if (W.local_open)
 		return;
 	StartTransactionCommand();
+	/* Index expressions/predicates on the log may call SQL functions. */
+	PushActiveSnapshot(GetTransactionSnapshot());
 	pgrpl_writer_begin(W.subid);
 	W.local_open = true;
 	W.group_end = InvalidXLogRecPtr;
@@ -821,6 +835,7 @@ pgrpl_commit_local(void)
 	if (W.local_open)
 	{
 		pgrpl_writer_end();
+		PopActiveSnapshot();
 		replorigin_session_origin_lsn = W.group_end;
 		replorigin_session_origin_timestamp = W.group_commit_time;
 		CommitTransactionCommand();
@@ -1170,6 +1185,9 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 	{
 		W.cur_lsn = cd.data_start;
 		stop = pgrpl_apply_message(&cd.payload);
+		/* Later errors (e.g. in walrcv_receive) are not about this message. */
+		W.cur_type = 0;
+		W.cur_rel = NULL;
 	}
 	else
 	{

@@ -13,11 +13,12 @@ use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes ();
 
 our @EXPORT = qw(
   pgrpl_init_primary pgrpl_init_subscriber pgrpl_primary_lsn
   pgrpl_wait_lsn pgrpl_wait_state pgrpl_state pgrpl_stat
-  pgrpl_sub_connstr
+  pgrpl_sub_connstr pgrpl_log_count pgrpl_stays
 );
 
 # A primary that allows logical decoding.  %params go to
@@ -118,6 +119,42 @@ sub pgrpl_stat
 	my ($node, $sub, $col) = @_;
 	return $node->safe_psql('postgres',
 		"SELECT $col FROM pgrpl.stat_subscription WHERE name = '$sub'");
+}
+
+# Lines of $node's server log from byte $offset on, written by process $pid
+# (the test framework's log_line_prefix has "[%p]"), that match $re.
+sub pgrpl_log_count
+{
+	my ($node, $offset, $pid, $re) = @_;
+	my $log = slurp_file($node->logfile, $offset);
+	return scalar grep { /\[$pid\] / && /$re/ } split /\n/, $log;
+}
+
+# Watch the subscription for $seconds (a bounded observation window, e.g.
+# to count retries): true if the SQL boolean $cond over its stat_subscription
+# row held at every sample (about every 0.5 s).  On failure, diag the row.
+sub pgrpl_stays
+{
+	my ($node, $sub, $seconds, $cond) = @_;
+	my $deadline = Time::HiRes::time() + $seconds;
+	my $samples = 0;
+	while (1)
+	{
+		my $ok = $node->safe_psql('postgres',
+			"SELECT ($cond) IS TRUE FROM pgrpl.stat_subscription WHERE name = '$sub'");
+		$samples++;
+		if ($ok ne 't')
+		{
+			diag("after $samples samples: "
+				  . $node->safe_psql('postgres',
+					"SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'"));
+			return 0;
+		}
+		last if Time::HiRes::time() >= $deadline;
+		# A deliberate observation period, not a wait for a condition.
+		select(undef, undef, undef, 0.5);
+	}
+	return 1;
 }
 
 1;
