@@ -70,6 +70,7 @@ SELECT pgrpl.drop_subscription('abuse_repl');
 SELECT pgrpl.drop_subscription('abuse_pw');
 SELECT pgrpl.mask_conninfo('postgresql://u:p%40ss@h/db?password=other&sslmode=disable') AS uri;
 SELECT pgrpl.mask_conninfo($$password='a\'b, c' host=h$$) AS quoted;
+SELECT pgrpl.mask_conninfo('sslpassword=keypass sslkey=/k password=pw host=h') AS sslpassword;
 SELECT pgrpl.mask_conninfo('password=' || repeat('p', 100000)) AS long_password;
 SELECT pgrpl.mask_conninfo(repeat('k', 100000)) IS NULL AS unparsable;
 SELECT pgrpl.mask_conninfo(NULL) IS NULL AS null_in_null_out;

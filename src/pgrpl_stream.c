@@ -77,7 +77,8 @@ pgrpl_append_conn_value(StringInfo buf, const char *val)
 }
 
 /*
- * The connection string with any password replaced, in keyword=value form
+ * The connection string with every secret (password, sslpassword) replaced,
+ * in keyword=value form
  * (URIs are rewritten too, since they can carry user:password@).  NULL if
  * it cannot be parsed: then nothing of it can be shown safely.
  */
@@ -101,7 +102,8 @@ pgrpl_mask_conninfo_str(const char *conninfo)
 		if (buf.len > 0)
 			appendStringInfoChar(&buf, ' ');
 		appendStringInfo(&buf, "%s=", o->keyword);
-		if (strcmp(o->keyword, "password") == 0)
+		/* libpq marks its secret options ("password", "sslpassword") '*' */
+		if (strchr(o->dispchar, '*') != NULL)
 			appendStringInfoString(&buf, "********");
 		else
 			pgrpl_append_conn_value(&buf, o->val);
