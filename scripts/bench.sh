@@ -132,27 +132,6 @@ cleanup() {
     if ((rc == 0)); then echo "servers stopped, $BENCH removed"; else echo "bench FAILED (exit status $rc)" >&2; fi
 }
 
-# First TCP port >= $1 on which nothing listens on 127.0.0.1 (of 200).
-free_port() {
-    local port=$1 last=$(($1 + 200))
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        port=$((port + 1))
-        ((port < last)) || pgrpl_die "no free port in $1..$last"
-    done
-    echo "$port"
-}
-
-# start_cluster DIR PORT [CONF-LINE...]: initdb + configure + start.
-start_cluster() {
-    local dir=$1 port=$2
-    shift 2
-    pgrpl_as_pg "$PGRPL_PG_BIN/initdb" -D "$dir" -U postgres --auth=trust \
-        -E UTF8 --no-locale >/dev/null
-    printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" \
-        "unix_socket_directories = '$BENCH'" "$@" >>"$dir/postgresql.conf"
-    pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" start -D "$dir" -w -l "$dir.log" >/dev/null
-}
-
 # psql on the primary (p) or subscriber (s); SQL from -c/-f or stdin.
 psql_p() {
     pgrpl_as_pg "$PGRPL_PG_BIN/psql" -X -q -h "$BENCH" -p "$PPORT" -d postgres \
@@ -585,15 +564,15 @@ fi
 echo "installed into $("$PGRPL_PG_CONFIG" --pkglibdir)"
 
 pgrpl_banner "start primary and subscriber"
-PPORT=$(free_port 54501)
-SPORT=$(free_port $((PPORT + 1)))
+PPORT=$(pgrpl_free_port 54501)
+SPORT=$(pgrpl_free_port $((PPORT + 1)))
 COMMON_CONF=("shared_buffers = 256MB" "max_wal_size = 32GB" "min_wal_size = 1GB"
     "checkpoint_timeout = 1h" "max_replication_slots = 32" "max_wal_senders = 32")
-start_cluster "$PRIMARY" "$PPORT" "wal_level = logical" "${COMMON_CONF[@]}"
+pgrpl_start_cluster "$PRIMARY" "$PPORT" "$BENCH" "wal_level = logical" "${COMMON_CONF[@]}"
 # wal_retrieve_retry_interval: the built-in launcher starts at most one apply
 # worker per interval (default 5 s), which would add up to 5 s to a drain.
 SUB_CONF=("shared_preload_libraries = 'pgrpl'" "wal_retrieve_retry_interval = 100ms")
-start_cluster "$SUBSCRIBER" "$SPORT" "${SUB_CONF[@]}" "${COMMON_CONF[@]}"
+pgrpl_start_cluster "$SUBSCRIBER" "$SPORT" "$BENCH" "${SUB_CONF[@]}" "${COMMON_CONF[@]}"
 CONNINFO="host=127.0.0.1 port=$PPORT dbname=postgres user=postgres"
 psql_p -f "$BENCH_SQL/tables.sql"
 psql_p -f "$BENCH_SQL/primary.sql"

@@ -35,24 +35,10 @@ cleanup() {
     if ((rc == 0)); then echo "servers stopped, $DEMO removed"; else echo "demo FAILED (exit status $rc)" >&2; fi
 }
 
-# First TCP port >= $1 on which nothing listens on 127.0.0.1.
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-    echo "$port"
-}
-
-# start_cluster DIR PORT [EXTRA-CONF-LINE...]: initdb + configure + start.
+# start_cluster DIR PORT [EXTRA-CONF-LINE...]: a logical-level cluster.
 start_cluster() {
-    local dir=$1 port=$2
-    shift 2
-    pgrpl_as_pg "$PGRPL_PG_BIN/initdb" -D "$dir" -U postgres --auth=trust \
-        -E UTF8 --no-locale >/dev/null
-    printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" \
-        "unix_socket_directories = '$DEMO'" "wal_level = logical" "$@" \
-        >>"$dir/postgresql.conf"
-    pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" start -D "$dir" -w -l "$dir.log" >/dev/null
-    echo "started ${dir##*/} on 127.0.0.1:$port (log: $dir.log)"
+    pgrpl_start_cluster "$1" "$2" "$DEMO" "wal_level = logical" "${@:3}"
+    echo "started ${1##*/} on 127.0.0.1:$2 (log: $1.log)"
 }
 
 # psql_on PORT [PSQL-ARGS...]: psql as postgres on the server at PORT,
@@ -83,8 +69,8 @@ fi
 echo "installed into $("$PGRPL_PG_CONFIG" --pkglibdir)"
 
 pgrpl_banner "start primary and subscriber"
-PPORT=$(free_port 54401)
-SPORT=$(free_port $((PPORT + 1)))
+PPORT=$(pgrpl_free_port 54401)
+SPORT=$(pgrpl_free_port $((PPORT + 1)))
 start_cluster "$PRIMARY" "$PPORT"
 start_cluster "$SUBSCRIBER" "$SPORT" "shared_preload_libraries = 'pgrpl'"
 

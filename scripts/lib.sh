@@ -103,3 +103,26 @@ pgrpl_stop_servers_under() {
             -m immediate -w >/dev/null 2>&1 || true
     done < <(find "$1" -name postmaster.pid -type f 2>/dev/null)
 }
+
+# First TCP port >= $1 on which nothing listens on 127.0.0.1 (of 200).
+pgrpl_free_port() {
+    local port=$1 last=$(($1 + 200))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+        ((port < last)) || pgrpl_die "no free port in $1..$last"
+    done
+    echo "$port"
+}
+
+# pgrpl_start_cluster DIR PORT SOCKDIR [CONF-LINE...]: initdb as postgres,
+# listen on 127.0.0.1:PORT and a socket in SOCKDIR, append the extra
+# settings, start (log in DIR.log).
+pgrpl_start_cluster() {
+    local dir=$1 port=$2 sockdir=$3
+    shift 3
+    pgrpl_as_pg "$PGRPL_PG_BIN/initdb" -D "$dir" -U postgres --auth=trust \
+        -E UTF8 --no-locale >/dev/null
+    printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" \
+        "unix_socket_directories = '$sockdir'" "$@" >>"$dir/postgresql.conf"
+    pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" start -D "$dir" -w -l "$dir.log" >/dev/null
+}
