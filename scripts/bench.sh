@@ -41,6 +41,9 @@
 #   PGRPL_BENCH_SCALE    size factor (1 = full; --quick: 0.01)
 #   PGRPL_BENCH_REPS     drains per consumer and workload (3; --quick: 1)
 #   PGRPL_BENCH_WORKLOADS  subset of "a b c"
+#   PGRPL_BENCH_CONSUMERS  subset of "ceiling builtin pgrpl" (ratios need all)
+#   PGRPL_BENCH_PERF     a directory: perf record (call graphs) every consumer
+#                        and its walsender during each drain into it
 #   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
 #
 # Everything lives in one temp dir; on exit both servers are stopped and the
@@ -79,10 +82,15 @@ else
     DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-1800} QUERY_RUNS=10 LAT_N=200
 fi
 WORKLOADS=${PGRPL_BENCH_WORKLOADS:-a b c}
+CONSUMERS=${PGRPL_BENCH_CONSUMERS:-ceiling builtin pgrpl}
+CLK_TCK=$(getconf CLK_TCK)
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || pgrpl_die "PGRPL_BENCH_SCALE must be a positive number"
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_REPS must be a positive integer"
 [[ $DRAIN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_TIMEOUT must be a positive integer"
 for w in $WORKLOADS; do [[ $w == [abc] ]] || pgrpl_die "PGRPL_BENCH_WORKLOADS: unknown workload $w"; done
+for c in $CONSUMERS; do
+    [[ $c == @(ceiling|builtin|pgrpl) ]] || pgrpl_die "PGRPL_BENCH_CONSUMERS: unknown consumer $c"
+done
 
 # scaled SIZE MIN: round(SIZE * SCALE), at least MIN
 scaled() { awk -v s="$1" -v f="$SCALE" -v m="$2" 'BEGIN { v = int(s * f + 0.5); print (v < m ? m : v) }'; }
@@ -152,33 +160,84 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 log() { printf '  %s %s\n' "$(date +%T)" "$*"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
-# Sample the pgrpl worker of subscription $1 until $3 exists: writes
-# "pid peak-RssAnon-kB VmHWM-kB" to $2.  Bounded by the drain timeout.
-rss_sampler() {
-    local sub=$1 out=$2 stop=$3 pid='' i key val _ anon=0 peak=0 hwm=0
+# cpu_seconds PID: user + system CPU time of PID so far (empty if gone).
+cpu_seconds() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    # fields after the ")" that ends the command name: utime is 12th, stime 13th
+    stat=${stat##*) }
+    awk -v t="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / t }' <<<"$stat"
+}
+
+# Sample one drain until file $3 exists: the consumer (pid printed by the
+# command $2, retried until it exists) and the walsender serving slot $1.
+# Writes "consumer-pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
+# to $4: memory of the consumer, CPU used by each during the drain (last
+# reading before it exited or the drain ended).  With PGRPL_BENCH_PERF set,
+# both are also recorded with perf into that directory as $5-*.data.
+# Bounded by the drain timeout.
+proc_sampler() {
+    local slot=$1 pidcmd=$2 stop=$3 out=$4 tag=$5
+    local pid='' wpid='' i key val _ anon=0 peak=0 hwm=0 c c0='' w w0='' cpu=0 wcpu=0
+    local -a perfs=()
     for ((i = 0; i < 400; i++)); do
         [[ -e $stop ]] && break
-        pid=$(q_s "SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL" || true)
-        [[ -n $pid ]] && break
+        [[ -n $pid ]] || pid=$(eval "$pidcmd" || true)
+        [[ -n $wpid ]] || wpid=$(q_p "SELECT active_pid FROM pg_replication_slots
+                                      WHERE slot_name = '$slot' AND active_pid IS NOT NULL" || true)
+        [[ -n $pid && -n $wpid ]] && break
         sleep 0.05
     done
-    if [[ -z $pid ]]; then
-        echo "- 0 0" >"$out"
+    if [[ -z $pid || -z $wpid ]]; then
+        echo "- 0 0 0 0" >"$out"
         return
     fi
-    for ((i = 0; i < DRAIN_TIMEOUT * 5 + 50; i++)); do
-        [[ -r /proc/$pid/status ]] || break
-        while read -r key val _; do
-            case $key in
-                RssAnon:) anon=$val ;;
-                VmHWM:) hwm=$val ;;
-            esac
-        done <"/proc/$pid/status" 2>/dev/null || break
-        ((anon > peak)) && peak=$anon
+    c0=$(cpu_seconds "$pid") w0=$(cpu_seconds "$wpid")
+    if [[ -n ${PGRPL_BENCH_PERF:-} ]]; then
+        perf record -q -g -F 499 -p "$pid" -o "$PGRPL_BENCH_PERF/$tag-consumer.data" >/dev/null 2>&1 &
+        perfs+=($!)
+        perf record -q -g -F 499 -p "$wpid" -o "$PGRPL_BENCH_PERF/$tag-walsender.data" >/dev/null 2>&1 &
+        perfs+=($!)
+    fi
+    for ((i = 0; i < DRAIN_TIMEOUT * 10 + 50; i++)); do
+        c=$(cpu_seconds "$pid") w=$(cpu_seconds "$wpid")
+        [[ -n $c && -n $c0 ]] && cpu=$(awk -v a="$c0" -v b="$c" 'BEGIN { printf "%.2f", b - a }')
+        [[ -n $w && -n $w0 ]] && wcpu=$(awk -v a="$w0" -v b="$w" 'BEGIN { printf "%.2f", b - a }')
+        if [[ -r /proc/$pid/status ]]; then
+            while read -r key val _; do
+                case $key in
+                    RssAnon:) anon=$val ;;
+                    VmHWM:) hwm=$val ;;
+                esac
+            done <"/proc/$pid/status" 2>/dev/null || true
+            ((anon > peak)) && peak=$anon
+        fi
         [[ -e $stop ]] && break
-        sleep 0.2
+        sleep 0.1
     done
-    echo "$pid $peak $hwm" >"$out"
+    if ((${#perfs[@]} > 0)); then
+        kill -INT "${perfs[@]}" 2>/dev/null || true
+        wait "${perfs[@]}" 2>/dev/null || true
+    fi
+    echo "$pid $peak $hwm $cpu $wcpu" >"$out"
+}
+
+# Start the sampler of a drain in the background (SAMPLER_PID).
+start_sampler() {
+    rm -f "$BENCH/sampler.stop" "$BENCH/sampler.out"
+    proc_sampler "$1" "$2" "$BENCH/sampler.stop" "$BENCH/sampler.out" "$3" &
+    SAMPLER_PID=$!
+}
+
+# Stop it and set SAMPLE to its line (see proc_sampler).  Not in a
+# subshell: only this shell can wait for the sampler.
+SAMPLE=''
+stop_sampler() {
+    touch "$BENCH/sampler.stop"
+    wait "$SAMPLER_PID" || true
+    SAMPLER_PID=''
+    SAMPLE="- 0 0 0 0"
+    if [[ -s $BENCH/sampler.out ]]; then SAMPLE=$(cat "$BENCH/sampler.out"); fi
 }
 
 # CHECKPOINT both servers: every drain starts without dirty buffers.
@@ -187,8 +246,8 @@ checkpoint_both() {
     q_s "CHECKPOINT" >/dev/null
 }
 
-RESULTS='' # $BENCH/results: "workload consumer rep seconds"
-MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB"
+RESULTS='' # $BENCH/results: "workload consumer rep seconds consumer-CPU-s walsender-CPU-s"
+MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
 
 # ----------------------------------------------------------- throughput --
 
@@ -231,68 +290,79 @@ wait_slot() {
     [[ $(q_p "SELECT public.bench_wait_slot('$1', '$TARGET', $DRAIN_TIMEOUT)") == t ]]
 }
 
-record() { echo "$1 $2 $3 $4" >>"$RESULTS"; }
+# record WORKLOAD CONSUMER REP SECONDS SAMPLER-LINE
+record() {
+    local -a f
+    read -ra f <<<"$5"
+    echo "$1 $2 $3 $4 ${f[3]} ${f[4]}" >>"$RESULTS"
+}
+
+# "CPU: consumer X s, walsender Y s" of a sampler line
+cpu_note() { awk '{ printf "CPU s: consumer %s, walsender %s", $4, $5 }' <<<"$1"; }
 
 drain_ceiling() {
-    local w=$1 r=$2 t0 t1 rc=0
+    local w=$1 r=$2 t0 t1 rc=0 s
     checkpoint_both
+    start_sampler "rl_${w}_$r" "pgrep -x pg_recvlogical" "ceiling-$w-$r"
     t0=$(now)
     timeout "$DRAIN_TIMEOUT" runuser -u "$PGRPL_PG_USER" -- "$PGRPL_PG_BIN/pg_recvlogical" \
         -h 127.0.0.1 -p "$PPORT" -d postgres -U postgres --slot="rl_${w}_$r" --start \
         --endpos="$TARGET" --no-loop -o proto_version=1 -o publication_names=bench_pub \
         -f /dev/null || rc=$?
     t1=$(now)
+    stop_sampler
+    s=$SAMPLE
     ((rc == 0)) || pgrpl_die "pg_recvlogical on rl_${w}_$r exited with status $rc"
-    record "$w" ceiling "$r" "$(elapsed "$t0" "$t1")"
-    log "ceiling  rep $r: $(elapsed "$t0" "$t1") s (load $(load1); slot at $(q_p "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'rl_${w}_$r'"))"
+    record "$w" ceiling "$r" "$(elapsed "$t0" "$t1")" "$s"
+    log "ceiling  rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); slot at $(q_p "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'rl_${w}_$r'"))"
 }
 
 drain_builtin() {
-    local w=$1 r=$2 t0 t1 got want
+    local w=$1 r=$2 t0 t1 got want s
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
     t0=$(now)
     q_s "ALTER SUBSCRIPTION bi_${w}_$r ENABLE" >/dev/null
+    start_sampler "bi_${w}_$r" "q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = 'bi_${w}_$r' AND relid IS NULL AND pid IS NOT NULL\"" "builtin-$w-$r"
     if ! wait_slot "bi_${w}_$r"; then
+        stop_sampler
         q_s "SELECT * FROM pg_stat_subscription_stats" >&2 || true
         pgrpl_die "built-in subscription bi_${w}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
+    stop_sampler
+    s=$SAMPLE
     q_s "ALTER SUBSCRIPTION bi_${w}_$r DISABLE" >/dev/null
-    record "$w" builtin "$r" "$(elapsed "$t0" "$t1")"
+    record "$w" builtin "$r" "$(elapsed "$t0" "$t1")" "$s"
     got=$(q_s "${W_CHECK[$w]}")
     want=$(q_p "${W_CHECK[$w]}")
     [[ $got == "$want" ]] || pgrpl_die "built-in replica of bench_$w differs: $got, primary $want"
-    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); replica = primary: $got)"
+    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got)"
 }
 
 drain_pgrpl() {
-    local w=$1 r=$2 t0 t1 stop=$BENCH/sampler.stop out=$BENCH/sampler.out n
+    local w=$1 r=$2 t0 t1 n s
     local sub=pg_${w}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
     checkpoint_both
-    rm -f "$stop" "$out"
     t0=$(now)
     q_s "SELECT pgrpl.enable_subscription('$sub')" >/dev/null
-    rss_sampler "$sub" "$out" "$stop" &
-    SAMPLER_PID=$!
+    start_sampler "$sub" "q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL\"" "pgrpl-$w-$r"
     if ! wait_slot "$sub"; then
-        touch "$stop"
+        stop_sampler
         q_s "SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'" >&2 || true
         pgrpl_die "pgrpl subscription $sub did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
-    touch "$stop"
-    wait "$SAMPLER_PID" || true
-    SAMPLER_PID=''
+    stop_sampler
+    s=$SAMPLE
     q_s "SELECT pgrpl.disable_subscription('$sub')" >/dev/null
-    record "$w" pgrpl "$r" "$(elapsed "$t0" "$t1")"
-    [[ -s $out ]] || echo "- 0 0" >"$out"
-    echo "$w $r $(cat "$out")" >>"$MEM"
+    record "$w" pgrpl "$r" "$(elapsed "$t0" "$t1")" "$s"
+    echo "$w $r $s" >>"$MEM"
     n=$(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
              WHERE s.sub_name = '$sub'")
     [[ $n == "${W_CHANGES[$w]}" ]] || pgrpl_die "pgrpl captured $n changes of bench_$w, expected ${W_CHANGES[$w]}"
-    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $n changes; worker pid/peak RssAnon kB/VmHWM kB: $(cat "$out"))"
+    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
 }
 
 run_workload() {
@@ -309,9 +379,7 @@ run_workload() {
     log "backlog built in $(elapsed "$t0" "$(now)") s; target LSN $TARGET," \
         "$(q_p "SELECT pg_size_pretty(pg_wal_lsn_diff('$TARGET', min(restart_lsn))) FROM pg_replication_slots") of WAL"
     for ((r = 1; r <= REPS; r++)); do
-        drain_ceiling "$w" "$r"
-        drain_builtin "$w" "$r"
-        drain_pgrpl "$w" "$r"
+        for c in $CONSUMERS; do "drain_$c" "$w" "$r"; done
     done
     drop_consumers "$w"
 }
@@ -491,12 +559,13 @@ run_queries() {
 print_throughput() {
     [[ -s $RESULTS ]] || return 0
     local w
-    printf '%-40s %9s  %-9s %9s %11s  %s\n' workload changes consumer "median s" "changes/s" "runs (s)"
+    printf '%-40s %9s  %-9s %9s %11s %13s %13s  %s\n' workload changes consumer "median s" "changes/s" \
+        "consumer CPU" "walsndr CPU" "runs (s)"
     for w in $WORKLOADS; do
         awk -v w="$w" -v title="${W_TITLE[$w]}" -v n="${W_CHANGES[$w]}" '
-            $1 == w { t[$2] = t[$2] " " $4; c[$2]++ ; v[$2, c[$2]] = $4 }
-            function median(k,   i, j, m, tmp, a) {
-                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+            $1 == w { t[$2] = t[$2] " " $4; c[$2]++; v[$2, c[$2]] = $4; u[$2, c[$2]] = $5; x[$2, c[$2]] = $6 }
+            function median(arr, k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
                 for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
                 return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
             }
@@ -505,9 +574,9 @@ print_throughput() {
                 first = 1
                 for (o = 1; o <= 3; o++) {
                     k = order[o]; if (!(k in c)) continue
-                    md = median(k)
-                    printf "%-40s %9s  %-9s %9.2f %11.0f %s\n", first ? title : "", first ? n : "", \
-                        (k == "builtin" ? "built-in" : k), md, n / md, t[k]
+                    md = median(v, k)
+                    printf "%-40s %9s  %-9s %9.2f %11.0f %12.2fs %12.2fs %s\n", first ? title : "", first ? n : "", \
+                        (k == "builtin" ? "built-in" : k), md, n / md, median(u, k), median(x, k), t[k]
                     first = 0
                 }
             }' "$RESULTS"
@@ -524,14 +593,14 @@ print_throughput() {
             $1 == w { c[$2]++; v[$2, c[$2]] = $4 }
             END {
                 if (!("pgrpl" in c)) exit
+                rc = ("ceiling" in c) ? sprintf("%13.1f%%", 100 * median("ceiling") / median("pgrpl")) : sprintf("%14s", "-")
+                rb = ("builtin" in c) ? sprintf("%14.1f%%", 100 * median("builtin") / median("pgrpl")) : sprintf("%15s", "-")
                 while ((getline line < memf) > 0) {
                     split(line, f, " ")
                     if (f[1] == w) { if (f[4] > anon) anon = f[4]; if (f[5] > hwm) hwm = f[5] }
                 }
                 # ratio of rates = inverse ratio of times
-                printf "%-40s %13.1f%% %14.1f%% %19.1f %19.1f\n", title, \
-                    100 * median("ceiling") / median("pgrpl"), 100 * median("builtin") / median("pgrpl"), \
-                    hwm / 1024, anon / 1024
+                printf "%-40s %s %s %19.1f %19.1f\n", title, rc, rb, hwm / 1024, anon / 1024
             }' "$RESULTS"
     done
 }
@@ -603,6 +672,8 @@ if want throughput; then
     echo "CREATE SUBSCRIPTION with default options (synchronous_commit = off, streaming = off, binary ="
     echo "false), copy_data = false; pgrpl = default settings (its worker commits asynchronously too)."
     echo "Times include the consumer's last flush report (up to ~1 s of idle nap, both consumers)."
+    echo "consumer/walsndr CPU: CPU time (user + system) the consumer process and the walsender"
+    echo "serving it used during the drain; a process near 100% of the drain time is the bottleneck."
     echo
     print_throughput
 fi
