@@ -26,6 +26,7 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/syscache.h"
 
 #include "pgrpl.h"
@@ -330,6 +331,42 @@ pgrpl_column_value(PgrplRelation *rel, PgrplColumn *col, char status,
 				 errdetail("pgrpl asks for text values only.")));
 }
 
+/*
+ * An int2/int4/int8 value straight to numeric: their output is always plain
+ * digits, so the generic path (validate as a JSON number, then numeric_in)
+ * parses it twice for nothing.  False if the text is not what int8out
+ * writes (then the generic path decides).
+ */
+static bool
+pgrpl_integer_value(Oid typid, StringInfo text, JsonbValue *v)
+{
+	const char *p = text->data;
+	bool		neg = false;
+	uint64		acc = 0;
+
+	if (typid != INT2OID && typid != INT4OID && typid != INT8OID)
+		return false;
+	if (*p == '-')
+	{
+		neg = true;
+		p++;
+	}
+	/* at most 19 digits: no overflow of uint64 */
+	if (*p == '\0' || text->len - (p - text->data) > 19)
+		return false;
+	for (; *p; p++)
+	{
+		if (*p < '0' || *p > '9')
+			return false;
+		acc = acc * 10 + (*p - '0');
+	}
+	if (acc > (uint64) PG_INT64_MAX + (neg ? 1 : 0))
+		return false;
+	v->type = jbvNumeric;
+	v->val.numeric = int64_to_numeric(neg ? (int64) (0 - acc) : (int64) acc);
+	return true;
+}
+
 /* One column value as to_jsonb() would give it; may point into "text". */
 static void
 pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
@@ -346,6 +383,8 @@ pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
 			v->val.boolean = (text->len > 0 && text->data[0] == 't');
 			break;
 		case PGRPL_JSON_NUMBER:
+			if (pgrpl_integer_value(col->local_typid, text, v))
+				break;
 			if (IsValidJsonNumber(text->data, text->len))
 			{
 				v->type = jbvNumeric;

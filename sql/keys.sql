@@ -1,0 +1,78 @@
+--
+-- keys: the row lookup key (pgrpl.key_hash) the change log is indexed by,
+-- and row_history/table_as_of over numeric, bigint, composite and text keys.
+--
+\set VERBOSITY terse
+
+-- One integer column: the relation's tag, then the integer, so that rows
+-- with ascending keys are indexed in order.  Equal numbers are one key.
+SELECT pgrpl.key_hash('public', 't', '{"id": 5}') = pgrpl.key_hash('public', 't', '{"id": 5.0}') AS same_number,
+       pgrpl.key_hash('public', 't', '{"id": 6}') - pgrpl.key_hash('public', 't', '{"id": 5}') AS step,
+       pgrpl.key_hash('public', 't', '{"id": 0}') - pgrpl.key_hash('public', 't', '{"id": -1}') AS step_at_zero,
+       pgrpl.key_hash('public', 't', '{"id": -140737488355328}')
+         < pgrpl.key_hash('public', 't', '{"id": 140737488355327}') AS ordered_over_range,
+       pgrpl.key_hash('public', 't', '{"id": 5}') <> pgrpl.key_hash('public', 'u', '{"id": 5}') AS per_relation,
+       pgrpl.key_hash('public', 't', '{"id": 5}') <> pgrpl.key_hash('other', 't', '{"id": 5}') AS per_schema;
+-- Everything else is hashed: fractions, numbers beyond +-2^47, other
+-- types, several columns.
+SELECT pgrpl.key_hash('public', 't', '{"id": 5.5}')
+         NOT IN (pgrpl.key_hash('public', 't', '{"id": 5}'), pgrpl.key_hash('public', 't', '{"id": 6}')) AS fraction,
+       pgrpl.key_hash('public', 't', '{"id": 140737488355328}')
+         - pgrpl.key_hash('public', 't', '{"id": 140737488355327}') <> 1 AS beyond_range,
+       pgrpl.key_hash('public', 't', '{"id": -140737488355329}')
+         - pgrpl.key_hash('public', 't', '{"id": -140737488355328}') <> -1 AS below_range,
+       pgrpl.key_hash('public', 't', '{"id": "5"}') <> pgrpl.key_hash('public', 't', '{"id": 5}') AS text_five,
+       pgrpl.key_hash('public', 't', '{"a": 1, "b": 2}') <> pgrpl.key_hash('public', 't', '{"a": 1, "b": 3}') AS composite,
+       pgrpl.key_hash('public', 't', '{"id": 1e400}') IS NOT NULL AS huge,
+       pgrpl.key_hash('public', 't', '[5]') IS NOT NULL AS not_an_object;
+
+CREATE TABLE k_num (id numeric PRIMARY KEY, v text);
+CREATE TABLE k_big (id bigint PRIMARY KEY, v text);
+CREATE TABLE k_two (a int, b int, v text, PRIMARY KEY (a, b));
+CREATE TABLE k_text (k text PRIMARY KEY, v text);
+CREATE PUBLICATION k_pub FOR TABLE k_num, k_big, k_two, k_text;
+SELECT public.create_sub('k', ARRAY['k_pub']);
+
+INSERT INTO k_num VALUES (5.0, 'a'), (7.5, 'b'), (-3, 'c'), (140737488355328, 'd');
+INSERT INTO k_big VALUES (1, 'a'), (-1, 'b'), (9007199254740993, 'c'), (-9223372036854775808, 'd');
+INSERT INTO k_two VALUES (1, 2, 'a'), (2, 1, 'b');
+INSERT INTO k_text VALUES ('5', 'a'), ('x', 'b');
+UPDATE k_num SET v = v || '2';
+UPDATE k_big SET v = v || '2';
+UPDATE k_two SET b = 3 WHERE a = 1;
+UPDATE k_text SET v = v || '2';
+DELETE FROM k_big WHERE id = -1;
+SELECT public.wait_sub('k');
+
+-- The worker's key_hash is the SQL function's, for every captured row.
+SELECT count(*) AS rows_with_key,
+       count(*) FILTER (WHERE key_hash IS DISTINCT FROM pgrpl.key_hash(schema_name, table_name, row_key)) AS mismatches
+  FROM pgrpl.change WHERE table_name LIKE 'k\_%';
+
+SELECT op, new FROM pgrpl.row_history('k', 'k_num', '{"id": 5}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_num', '{"id": 7.50}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_num', '{"id": 140737488355328}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_big', '{"id": 9007199254740993}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_big', '{"id": -9223372036854775808}');
+SELECT op, old, new FROM pgrpl.row_history('k', 'k_big', '{"id": -1}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_two', '{"b": 2, "a": 1}');
+SELECT op, new FROM pgrpl.row_history('k', 'k_text', '{"k": "5"}');
+-- a text key "5" is not the number 5
+SELECT count(*) FROM pgrpl.row_history('k', 'k_text', '{"k": 5}');
+SELECT count(*) FROM pgrpl.row_history('k', 'k_num', '{"id": 6}');
+
+SELECT * FROM pgrpl.table_as_of('k', 'k_num') ORDER BY 1;
+SELECT * FROM pgrpl.table_as_of('k', 'k_big') ORDER BY 1;
+SELECT * FROM pgrpl.table_as_of('k', 'k_two') ORDER BY 1;
+
+-- Large values of the log are lz4-compressed where the server has lz4.
+SELECT count(*) FILTER (WHERE a.attcompression <> expected) AS unexpected
+  FROM pg_attribute a,
+       (SELECT CASE WHEN 'lz4' = ANY (enumvals) THEN 'l' ELSE '' END::"char" AS expected
+          FROM pg_settings WHERE name = 'default_toast_compression') s
+ WHERE a.attrelid = 'pgrpl.change'::regclass
+   AND a.attname IN ('old', 'new', 'unchanged', 'message_content', 'row_key', 'old_key');
+
+SELECT pgrpl.drop_subscription('k');
+DROP PUBLICATION k_pub;
+DROP TABLE k_num, k_big, k_two, k_text;
