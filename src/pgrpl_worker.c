@@ -51,6 +51,8 @@
 #include "pgrpl_writer.h"
 
 #define PGRPL_NAPTIME_MS		1000L
+/* Nap while a local commit is not yet flushed (by the WAL writer). */
+#define PGRPL_FLUSH_POLL_MS		10L
 #define PGRPL_BACKOFF_MIN_MS	1000L
 #define PGRPL_BACKOFF_MAX_MS	60000L
 
@@ -127,6 +129,7 @@ static struct
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
 	dlist_head	flush_map;
+	bool		flush_pending;	/* a local commit not known flushed yet */
 	PgrplWorkerState state;
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
@@ -673,9 +676,16 @@ pgrpl_apply_loop(void)
 			break;
 		}
 
+		/*
+		 * Our commits are asynchronous: the WAL writer flushes them within
+		 * wal_writer_delay.  While one is pending, look again soon, so the
+		 * primary hears "flushed" promptly once the stream goes quiet (a
+		 * full nap would hold the slot back by up to a second).
+		 */
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   fd, PGRPL_NAPTIME_MS, PG_WAIT_EXTENSION);
+							   fd, W.flush_pending ? PGRPL_FLUSH_POLL_MS : PGRPL_NAPTIME_MS,
+							   PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
@@ -752,6 +762,7 @@ pgrpl_send_status(bool force, bool reply_requested)
 	XLogRecPtr	write = W.last_received;
 	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
 
+	W.flush_pending = pending;
 	if (!pending && !W.xact.active && !W.local_open)
 		flush = Max(flush, write);
 	if (XLogRecPtrIsInvalid(flush))
