@@ -1,6 +1,7 @@
 --
 -- keys: the row lookup key (pgrpl.key_hash) the change log is indexed by,
--- and row_history/table_as_of over numeric, bigint, composite and text keys.
+-- row_history/table_as_of over numeric, bigint, composite and text keys,
+-- and row objects whose jsonb key order differs from the column order.
 --
 \set VERBOSITY terse
 
@@ -30,7 +31,10 @@ CREATE TABLE k_num (id numeric PRIMARY KEY, v text);
 CREATE TABLE k_big (id bigint PRIMARY KEY, v text);
 CREATE TABLE k_two (a int, b int, v text, PRIMARY KEY (a, b));
 CREATE TABLE k_text (k text PRIMARY KEY, v text);
-CREATE PUBLICATION k_pub FOR TABLE k_num, k_big, k_two, k_text;
+-- jsonb orders keys by length, then bytes: a, id, w, zz_long_name
+CREATE TABLE k_order (id int PRIMARY KEY, zz_long_name text, a text, w int);
+ALTER TABLE k_order ALTER zz_long_name SET STORAGE EXTERNAL, ALTER a SET STORAGE EXTERNAL;
+CREATE PUBLICATION k_pub FOR TABLE k_num, k_big, k_two, k_text, k_order;
 SELECT public.create_sub('k', ARRAY['k_pub']);
 
 INSERT INTO k_num VALUES (5.0, 'a'), (7.5, 'b'), (-3, 'c'), (140737488355328, 'd');
@@ -42,7 +46,14 @@ UPDATE k_big SET v = v || '2';
 UPDATE k_two SET b = 3 WHERE a = 1;
 UPDATE k_text SET v = v || '2';
 DELETE FROM k_big WHERE id = -1;
+INSERT INTO k_order SELECT 1, string_agg(md5(i::text), ''), string_agg(md5((-i)::text), ''), 1
+  FROM generate_series(1, 200) i;
+UPDATE k_order SET w = 2;
+UPDATE k_order SET a = 'short';
 SELECT public.wait_sub('k');
+-- unchanged columns are named in column order
+SELECT op, (SELECT array_agg(k) FROM jsonb_object_keys(new) k) AS keys, unchanged, length(new ->> 'a') AS a_length
+  FROM pgrpl.changes('k', relation => 'k_order');
 
 -- The worker's key_hash is the SQL function's, for every captured row.
 SELECT count(*) AS rows_with_key,
@@ -75,4 +86,4 @@ SELECT count(*) FILTER (WHERE a.attcompression <> expected) AS unexpected
 
 SELECT pgrpl.drop_subscription('k');
 DROP PUBLICATION k_pub;
-DROP TABLE k_num, k_big, k_two, k_text;
+DROP TABLE k_num, k_big, k_two, k_text, k_order;

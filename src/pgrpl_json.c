@@ -186,6 +186,59 @@ pgrpl_column_resolve(PgrplColumn *col, MemoryContext cxt)
 	}
 }
 
+static int
+pgrpl_int_cmp(const void *a, const void *b)
+{
+	int			x = *(const int *) a;
+	int			y = *(const int *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* jsonb's order of object keys: shorter first, then bytewise. */
+static int
+pgrpl_key_order_cmp(const void *a, const void *b, void *arg)
+{
+	PgrplColumn *cols = (PgrplColumn *) arg;
+	const char *na = cols[*(const int *) a].name;
+	const char *nb = cols[*(const int *) b].name;
+	size_t		la = strlen(na);
+	size_t		lb = strlen(nb);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(na, nb, la);
+}
+
+/*
+ * Sort the columns once per RELATION message into the order jsonb keeps
+ * object keys in, so that a tuple's object can be built as a ready pair
+ * array (pgrpl_build_jsonb) instead of through pushJsonbValue, which copies
+ * every pair and sorts them again for each row.  Not for relations with
+ * duplicate column names (only a hostile primary sends them: jsonb keeps
+ * one) or with json/composite values (nested containers need the push
+ * path): those keep the generic build.
+ */
+static void
+pgrpl_relation_json_order(PgrplRelation *rel)
+{
+	rel->json_order = palloc(sizeof(int) * Max(rel->natts, 1));
+	for (int i = 0; i < rel->natts; i++)
+		rel->json_order[i] = i;
+	qsort_arg(rel->json_order, rel->natts, sizeof(int), pgrpl_key_order_cmp,
+			  rel->cols);
+	rel->json_direct = true;
+	for (int i = 0; i < rel->natts; i++)
+	{
+		PgrplColumn *col = &rel->cols[rel->json_order[i]];
+
+		if (col->kind == PGRPL_JSON_JSON || col->kind == PGRPL_JSON_VIA_TO_JSONB ||
+			(i > 0 && pgrpl_key_order_cmp(&rel->json_order[i - 1],
+										  &rel->json_order[i], rel->cols) == 0))
+			rel->json_direct = false;
+	}
+}
+
 /* Remember a RELATION message.  Needs a transaction for type lookups. */
 PgrplRelation *
 pgrpl_relmap_add_relation(LogicalRepRelation *remote)
@@ -220,6 +273,7 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 		col->typmod = -1;
 		pgrpl_column_resolve(col, rel->cxt);
 	}
+	pgrpl_relation_json_order(rel);
 	MemoryContextSwitchTo(oldcxt);
 	return rel;
 }
@@ -439,17 +493,27 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 	JsonbParseState *state = NULL;
 	JsonbValue	key;
 	JsonbValue	val;
+	JsonbValue	obj;
 	JsonbValue *res;
-	Datum	   *unchanged_names = NULL;
+	int		   *unchanged_cols = NULL;
 	int			nunchanged = 0;
 
 	pgrpl_check_ncols(rel, tup);
 	if (fallback != NULL)
 		pgrpl_check_ncols(rel, fallback);
 
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < rel->natts; i++)
+	if (rel->json_direct)
 	{
+		obj.type = jbvObject;
+		obj.val.object.nPairs = 0;
+		obj.val.object.pairs = palloc(sizeof(JsonbPair) * Max(rel->natts, 1));
+		res = &obj;
+	}
+	else
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int k = 0; k < rel->natts; k++)
+	{
+		int			i = rel->json_direct ? rel->json_order[k] : k;
 		PgrplColumn *col = &rel->cols[i];
 		LogicalRepTupleData *src = tup;
 
@@ -460,9 +524,19 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 			src = fallback;
 		if (src->colstatus[i] == LOGICALREP_COLUMN_UNCHANGED)
 		{
-			if (unchanged_names == NULL)
-				unchanged_names = palloc(sizeof(Datum) * rel->natts);
-			unchanged_names[nunchanged++] = CStringGetTextDatum(col->name);
+			if (unchanged_cols == NULL)
+				unchanged_cols = palloc(sizeof(int) * rel->natts);
+			unchanged_cols[nunchanged++] = i;
+			continue;
+		}
+		if (rel->json_direct)
+		{
+			JsonbPair  *pair = &obj.val.object.pairs[obj.val.object.nPairs];
+
+			pgrpl_string_value(&pair->key, col->name, strlen(col->name));
+			pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i],
+							   &pair->value);
+			pair->order = obj.val.object.nPairs++;
 			continue;
 		}
 		pgrpl_string_value(&key, col->name, strlen(col->name));
@@ -470,12 +544,23 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 		pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i], &val);
 		pushJsonbValue(&state, WJB_VALUE, &val);
 	}
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	if (!rel->json_direct)
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	if (unchanged != NULL)
-		*unchanged = nunchanged == 0 ? NULL :
-			construct_array(unchanged_names, nunchanged, TEXTOID, -1, false,
-							TYPALIGN_INT);
+	if (unchanged != NULL && nunchanged > 0)
+	{
+		Datum	   *names = palloc(sizeof(Datum) * nunchanged);
+
+		/* in column order, whichever order the keys were visited in */
+		if (rel->json_direct)
+			qsort(unchanged_cols, nunchanged, sizeof(int), pgrpl_int_cmp);
+		for (int n = 0; n < nunchanged; n++)
+			names[n] = CStringGetTextDatum(rel->cols[unchanged_cols[n]].name);
+		*unchanged = construct_array(names, nunchanged, TEXTOID, -1, false,
+									 TYPALIGN_INT);
+	}
+	else if (unchanged != NULL)
+		*unchanged = NULL;
 	return JsonbValueToJsonb(res);
 }
 

@@ -48,6 +48,8 @@ typedef struct PgrplRelation
 	int			natts;
 	int			nkeys;			/* replica identity columns */
 	PgrplColumn *cols;
+	int		   *json_order;		/* column numbers in jsonb key order */
+	bool		json_direct;	/* pairs can be built in that order */
 	bool		skip;			/* our own change log on a loopback primary */
 	MemoryContext cxt;			/* owns everything above but the key */
 } PgrplRelation;

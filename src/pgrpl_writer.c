@@ -251,6 +251,37 @@ pgrpl_key_integer(Jsonb *key, int64 *result)
 }
 
 /*
+ * The relation's hash seed, remembered for the last relation asked about:
+ * consecutive rows are mostly of one table.
+ */
+static uint64
+pgrpl_relation_seed(const char *schema_name, const char *table_name)
+{
+	static char last_schema[NAMEDATALEN];
+	static char last_table[NAMEDATALEN];
+	static uint64 last_seed;
+	static bool valid = false;
+	uint64		seed;
+
+	if (valid && strcmp(schema_name, last_schema) == 0 &&
+		strcmp(table_name, last_table) == 0)
+		return last_seed;
+	seed = hash_bytes_extended((const unsigned char *) schema_name,
+							   strlen(schema_name), 0);
+	seed = hash_bytes_extended((const unsigned char *) table_name,
+							   strlen(table_name), seed);
+	/* names of any length hash right; only short ones are remembered */
+	if (strlen(schema_name) < NAMEDATALEN && strlen(table_name) < NAMEDATALEN)
+	{
+		strcpy(last_schema, schema_name);
+		strcpy(last_table, table_name);
+		last_seed = seed;
+		valid = true;
+	}
+	return seed;
+}
+
+/*
  * The lookup key that row_history() and table_as_of() find rows by (the
  * change log is indexed on it).  A key of one integer column -- by far the
  * most common primary key -- is kept in order: the relation's 16-bit tag,
@@ -265,13 +296,9 @@ pgrpl_key_integer(Jsonb *key, int64 *result)
 int64
 pgrpl_key_hash(const char *schema_name, const char *table_name, Jsonb *key)
 {
-	uint64		seed;
+	uint64		seed = pgrpl_relation_seed(schema_name, table_name);
 	int64		i;
 
-	seed = hash_bytes_extended((const unsigned char *) schema_name,
-							   strlen(schema_name), 0);
-	seed = hash_bytes_extended((const unsigned char *) table_name,
-							   strlen(table_name), seed);
 	if (pgrpl_key_integer(key, &i))
 		return (int64) (((seed >> PGRPL_KEY_INT_BITS) << PGRPL_KEY_INT_BITS) |
 						(uint64) (i + (INT64CONST(1) << (PGRPL_KEY_INT_BITS - 1))));
