@@ -43,7 +43,8 @@
 #   PGRPL_BENCH_REPS     drains per consumer and workload (3; --quick: 1)
 #   PGRPL_BENCH_WORKLOADS  subset of "a b c"
 #   PGRPL_BENCH_CONSUMERS  subset of "ceiling builtin pgrpl" (ratios need all)
-#   PGRPL_BENCH_PERF     a directory: perf record (call graphs) every consumer
+#   PGRPL_BENCH_PERF     a directory: perf record (call graphs, PGRPL_BENCH_PERF_FREQ
+#                        samples/s, default 499) every consumer
 #                        and its walsender during each drain into it
 #   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
 #
@@ -195,9 +196,9 @@ proc_sampler() {
     fi
     c0=$(cpu_seconds "$pid") w0=$(cpu_seconds "$wpid")
     if [[ -n ${PGRPL_BENCH_PERF:-} ]]; then
-        perf record -q -g -F 499 -p "$pid" -o "$PGRPL_BENCH_PERF/$tag-consumer.data" >/dev/null 2>&1 &
+        perf record -q -g -F "${PGRPL_BENCH_PERF_FREQ:-499}" -p "$pid" -o "$PGRPL_BENCH_PERF/$tag-consumer.data" >/dev/null 2>&1 &
         perfs+=($!)
-        perf record -q -g -F 499 -p "$wpid" -o "$PGRPL_BENCH_PERF/$tag-walsender.data" >/dev/null 2>&1 &
+        perf record -q -g -F "${PGRPL_BENCH_PERF_FREQ:-499}" -p "$wpid" -o "$PGRPL_BENCH_PERF/$tag-walsender.data" >/dev/null 2>&1 &
         perfs+=($!)
     fi
     for ((i = 0; i < DRAIN_TIMEOUT * 10 + 50; i++)); do
