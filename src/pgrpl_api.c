@@ -475,7 +475,8 @@ pgrpl_wait_for_lsn(PG_FUNCTION_ARGS)
 		if (pgrpl_reached(sub->id, target, &finished))
 			PG_RETURN_BOOL(true);
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (finished || left <= 0)
+		/* no worker runs for a disabled subscription: nothing will come */
+		if (finished || !sub->enabled || left <= 0)
 			PG_RETURN_BOOL(false);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Min(left, 10L), PG_WAIT_EXTENSION);
