@@ -14,13 +14,13 @@ OBJS = \
 	src/pgrpl_inspect.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql
+DATA = pgrpl--1.0.sql pgrpl--1.1.sql pgrpl--1.0--1.1.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse teardown
+REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse teardown upgrade
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgrpl
 

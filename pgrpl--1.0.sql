@@ -63,29 +63,8 @@ CREATE TABLE pgrpl.change (
     PRIMARY KEY (sub_id, commit_lsn, seq)
 );
 
--- Large values in the log are compressed with lz4 where the server has it:
--- pglz spent a third of the worker's time on rows with an incompressible
--- TOASTed column (measured, workload (c) of scripts/bench.sh); lz4 is many
--- times faster and gives up quickly on data that does not compress.
-DO $$
-BEGIN
-    ALTER TABLE pgrpl.change
-        ALTER COLUMN old SET COMPRESSION lz4,
-        ALTER COLUMN new SET COMPRESSION lz4,
-        ALTER COLUMN unchanged SET COMPRESSION lz4,
-        ALTER COLUMN message_content SET COMPRESSION lz4,
-        ALTER COLUMN row_key SET COMPRESSION lz4,
-        ALTER COLUMN old_key SET COMPRESSION lz4;
-EXCEPTION WHEN feature_not_supported THEN
-    NULL;   -- built without lz4: the server's default_toast_compression
-END
-$$;
-
--- Row lookup key of a replica identity key: for one integer column the
--- relation's tag and the integer (in order, so the index grows where the
--- table's own primary key does), else jsonb's extended hash seeded with the
--- relation name.  Not unique: queries also compare relation and row_key.
--- The worker computes key_hash with the same C code.
+-- Row lookup hash of a replica identity key: the relation name seeds
+-- jsonb's extended hash.  The worker computes key_hash with the same C code.
 CREATE FUNCTION pgrpl.key_hash(schema_name text, table_name text, key jsonb)
 RETURNS bigint
 LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE

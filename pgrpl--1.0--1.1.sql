@@ -1,0 +1,35 @@
+/* pgrpl--1.0--1.1.sql: from pgrpl 1.0 to 1.1 */
+
+\echo Use "ALTER EXTENSION pgrpl UPDATE TO '1.1'" to load this file. \quit
+
+-- 1.1 changes what pgrpl.key_hash() returns for a key of one integer column
+-- (the relation's tag and the integer, in order, instead of a hash; see
+-- pgrpl--1.1.sql).  The library of 1.1 already computes the new values, for
+-- new rows and in the function, so the rows captured under 1.0 and the
+-- expression index over old keys are brought in line here; until then
+-- row_history() and table_as_of() may miss rows captured before.  This
+-- rewrites every keyed row of the change log once.
+UPDATE pgrpl.change
+   SET key_hash = pgrpl.key_hash(schema_name, table_name, row_key)
+ WHERE row_key IS NOT NULL
+   AND key_hash IS DISTINCT FROM pgrpl.key_hash(schema_name, table_name, row_key);
+REINDEX INDEX pgrpl.change_old_key_idx;
+
+COMMENT ON FUNCTION pgrpl.key_hash(text, text, jsonb) IS
+    'row lookup key of a replica identity key: for one integer column the relation''s tag and the integer, else a hash; not unique';
+
+-- New values of the log's large columns are lz4-compressed where the server
+-- has lz4 (existing values stay as they are).
+DO $$
+BEGIN
+    ALTER TABLE pgrpl.change
+        ALTER COLUMN old SET COMPRESSION lz4,
+        ALTER COLUMN new SET COMPRESSION lz4,
+        ALTER COLUMN unchanged SET COMPRESSION lz4,
+        ALTER COLUMN message_content SET COMPRESSION lz4,
+        ALTER COLUMN row_key SET COMPRESSION lz4,
+        ALTER COLUMN old_key SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;   -- built without lz4: the server's default_toast_compression
+END
+$$;
