@@ -14,7 +14,7 @@ OBJS = \
 	src/pgrpl_inspect.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql pgrpl--1.1.sql pgrpl--1.0--1.1.sql
+DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
