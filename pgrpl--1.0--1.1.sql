@@ -9,7 +9,8 @@
 -- new rows and in the function, so the rows captured under 1.0 and the
 -- expression index over old keys are brought in line here; until then
 -- row_history() and table_as_of() may miss rows captured before.  This
--- rewrites every keyed row of the change log once.
+-- rewrites the captured rows whose key is one integer column, once (the
+-- others keep their hash and are left alone).
 UPDATE pgrpl.change
    SET key_hash = pgrpl.key_hash(schema_name, table_name, row_key)
  WHERE row_key IS NOT NULL

@@ -162,13 +162,16 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 log() { printf '  %s %s\n' "$(date +%T)" "$*"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
-# cpu_seconds PID: user + system CPU time of PID so far (empty if gone).
-cpu_seconds() {
+# cpu_ticks PID VAR: set VAR to the user + system CPU time of PID so far,
+# in clock ticks; leave it alone if PID is gone.  Builtins only: the sampler
+# runs this every 100 ms on the machine it measures.
+cpu_ticks() {
     local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    local -a f
+    read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
     # fields after the ")" that ends the command name: utime is 12th, stime 13th
-    stat=${stat##*) }
-    awk -v t="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / t }' <<<"$stat"
+    read -ra f <<<"${stat##*) }"
+    printf -v "$2" '%d' $((f[11] + f[12]))
 }
 
 # Sample one drain until file $3 exists: the consumer (pid printed by the
@@ -180,7 +183,7 @@ cpu_seconds() {
 # Bounded by the drain timeout.
 proc_sampler() {
     local slot=$1 pidcmd=$2 stop=$3 out=$4 tag=$5
-    local pid='' wpid='' i key val _ anon=0 peak=0 hwm=0 c c0='' w w0='' cpu=0 wcpu=0
+    local pid='' wpid='' i key val _ anon=0 peak=0 hwm=0 c0='' c='' w0='' w='' cpu wcpu
     local -a perfs=()
     for ((i = 0; i < 400; i++)); do
         [[ -e $stop ]] && break
@@ -194,7 +197,9 @@ proc_sampler() {
         echo "- 0 0 0 0" >"$out"
         return
     fi
-    c0=$(cpu_seconds "$pid") w0=$(cpu_seconds "$wpid")
+    cpu_ticks "$pid" c0
+    cpu_ticks "$wpid" w0
+    c=$c0 w=$w0
     if [[ -n ${PGRPL_BENCH_PERF:-} ]]; then
         perf record -q -g -F "${PGRPL_BENCH_PERF_FREQ:-499}" -p "$pid" -o "$PGRPL_BENCH_PERF/$tag-consumer.data" >/dev/null 2>&1 &
         perfs+=($!)
@@ -202,16 +207,15 @@ proc_sampler() {
         perfs+=($!)
     fi
     for ((i = 0; i < DRAIN_TIMEOUT * 10 + 50; i++)); do
-        c=$(cpu_seconds "$pid") w=$(cpu_seconds "$wpid")
-        [[ -n $c && -n $c0 ]] && cpu=$(awk -v a="$c0" -v b="$c" 'BEGIN { printf "%.2f", b - a }')
-        [[ -n $w && -n $w0 ]] && wcpu=$(awk -v a="$w0" -v b="$w" 'BEGIN { printf "%.2f", b - a }')
+        cpu_ticks "$pid" c
+        cpu_ticks "$wpid" w
         if [[ -r /proc/$pid/status ]]; then
             while read -r key val _; do
                 case $key in
                     RssAnon:) anon=$val ;;
                     VmHWM:) hwm=$val ;;
                 esac
-            done <"/proc/$pid/status" 2>/dev/null || true
+            done 2>/dev/null <"/proc/$pid/status" || true
             ((anon > peak)) && peak=$anon
         fi
         [[ -e $stop ]] && break
@@ -221,6 +225,8 @@ proc_sampler() {
         kill -INT "${perfs[@]}" 2>/dev/null || true
         wait "${perfs[@]}" 2>/dev/null || true
     fi
+    cpu=$(awk -v a="${c0:-0}" -v b="${c:-0}" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')
+    wcpu=$(awk -v a="${w0:-0}" -v b="${w:-0}" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')
     echo "$pid $peak $hwm $cpu $wcpu" >"$out"
 }
 

@@ -481,6 +481,24 @@ pgrpl_value_to_jsonb(PgrplColumn *col, StringInfo text, JsonbValue *v)
 }
 
 /*
+ * The names of columns "cols" (numbers, in any order) as a text[] in column
+ * order, or NULL for none.  Sorts "cols".
+ */
+static ArrayType *
+pgrpl_column_names(PgrplRelation *rel, int *cols, int ncols)
+{
+	Datum	   *names;
+
+	if (ncols == 0)
+		return NULL;
+	qsort(cols, ncols, sizeof(int), pgrpl_int_cmp);
+	names = palloc(sizeof(Datum) * ncols);
+	for (int n = 0; n < ncols; n++)
+		names[n] = CStringGetTextDatum(rel->cols[cols[n]].name);
+	return construct_array(names, ncols, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
  * Build the jsonb object of one tuple.  keys_only keeps just the replica
  * identity columns.  A column sent as unchanged TOAST is taken from
  * "fallback" when that tuple has it; otherwise it is left out and, if
@@ -547,20 +565,8 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 	if (!rel->json_direct)
 		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
-	if (unchanged != NULL && nunchanged > 0)
-	{
-		Datum	   *names = palloc(sizeof(Datum) * nunchanged);
-
-		/* in column order, whichever order the keys were visited in */
-		if (rel->json_direct)
-			qsort(unchanged_cols, nunchanged, sizeof(int), pgrpl_int_cmp);
-		for (int n = 0; n < nunchanged; n++)
-			names[n] = CStringGetTextDatum(rel->cols[unchanged_cols[n]].name);
-		*unchanged = construct_array(names, nunchanged, TEXTOID, -1, false,
-									 TYPALIGN_INT);
-	}
-	else if (unchanged != NULL)
-		*unchanged = NULL;
+	if (unchanged != NULL)
+		*unchanged = pgrpl_column_names(rel, unchanged_cols, nunchanged);
 	return JsonbValueToJsonb(res);
 }
 

@@ -129,7 +129,6 @@ static struct
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
 	dlist_head	flush_map;
-	bool		flush_pending;	/* a local commit not known flushed yet */
 	PgrplWorkerState state;
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
@@ -678,13 +677,15 @@ pgrpl_apply_loop(void)
 
 		/*
 		 * Our commits are asynchronous: the WAL writer flushes them within
-		 * wal_writer_delay.  While one is pending, look again soon, so the
+		 * wal_writer_delay.  While one is pending (pgrpl_send_status just
+		 * dropped the flushed ones from flush_map), look again soon, so the
 		 * primary hears "flushed" promptly once the stream goes quiet (a
 		 * full nap would hold the slot back by up to a second).
 		 */
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   fd, W.flush_pending ? PGRPL_FLUSH_POLL_MS : PGRPL_NAPTIME_MS,
+							   fd,
+							   dlist_is_empty(&W.flush_map) ? PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS,
 							   PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{
@@ -762,7 +763,6 @@ pgrpl_send_status(bool force, bool reply_requested)
 	XLogRecPtr	write = W.last_received;
 	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
 
-	W.flush_pending = pending;
 	if (!pending && !W.xact.active && !W.local_open)
 		flush = Max(flush, write);
 	if (XLogRecPtrIsInvalid(flush))

@@ -261,17 +261,19 @@ pgrpl_relation_seed(const char *schema_name, const char *table_name)
 	static char last_table[NAMEDATALEN];
 	static uint64 last_seed;
 	static bool valid = false;
+	size_t		schema_len;
+	size_t		table_len;
 	uint64		seed;
 
 	if (valid && strcmp(schema_name, last_schema) == 0 &&
 		strcmp(table_name, last_table) == 0)
 		return last_seed;
-	seed = hash_bytes_extended((const unsigned char *) schema_name,
-							   strlen(schema_name), 0);
-	seed = hash_bytes_extended((const unsigned char *) table_name,
-							   strlen(table_name), seed);
+	schema_len = strlen(schema_name);
+	table_len = strlen(table_name);
+	seed = hash_bytes_extended((const unsigned char *) schema_name, schema_len, 0);
+	seed = hash_bytes_extended((const unsigned char *) table_name, table_len, seed);
 	/* names of any length hash right; only short ones are remembered */
-	if (strlen(schema_name) < NAMEDATALEN && strlen(table_name) < NAMEDATALEN)
+	if (schema_len < NAMEDATALEN && table_len < NAMEDATALEN)
 	{
 		strcpy(last_schema, schema_name);
 		strcpy(last_table, table_name);
