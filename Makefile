@@ -5,7 +5,9 @@ OBJS = \
 	src/pgrpl_shmem.o \
 	src/pgrpl_decode.o \
 	src/pgrpl_json.o \
+	src/pgrpl_keyhash.o \
 	src/pgrpl_writer.o \
+	src/pgrpl_capture.o \
 	src/pgrpl_stream.o \
 	src/pgrpl_worker.o \
 	src/pgrpl_launcher.o \
@@ -14,7 +16,7 @@ OBJS = \
 	src/pgrpl_inspect.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql
+DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)

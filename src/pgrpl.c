@@ -19,6 +19,7 @@
 PG_MODULE_MAGIC;
 
 int			pgrpl_max_workers = 8;
+int			pgrpl_partition_size = 1000000;
 bool		pgrpl_preloaded = false;
 
 void		_PG_init(void);
@@ -37,6 +38,13 @@ _PG_init(void)
 							&pgrpl_max_workers,
 							8, 1, 1024,
 							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgrpl.partition_size",
+							"Number of changes after which a subscription's change log starts a new partition.",
+							"purge() and retention drop whole partitions; the transactions of the partition that straddles the bound are deleted row by row.",
+							&pgrpl_partition_size,
+							1000000, 100, INT_MAX / 2,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgrpl");
 

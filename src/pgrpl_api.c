@@ -35,6 +35,7 @@ PG_FUNCTION_INFO_V1(pgrpl_enable_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_disable_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_alter_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_set_stop_lsn);
+PG_FUNCTION_INFO_V1(pgrpl_set_retention);
 PG_FUNCTION_INFO_V1(pgrpl_wait_for_lsn);
 PG_FUNCTION_INFO_V1(pgrpl_mask_conninfo);
 PG_FUNCTION_INFO_V1(pgrpl_worker_status);
@@ -271,6 +272,8 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	replorigin_drop_by_name(origin, true, false);
 	(void) replorigin_create(origin);
 
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+		pgrpl_subscription_set_retention(sub.id, PG_GETARG_INTERVAL_P(7));
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
@@ -394,6 +397,8 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		sub->publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
 	pgrpl_subscription_update(sub);
+	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
+		pgrpl_subscription_set_retention(sub->id, PG_GETARG_INTERVAL_P(3));
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
@@ -414,6 +419,22 @@ pgrpl_set_stop_lsn(PG_FUNCTION_ARGS)
 		pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 		pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * pgrpl.set_retention(name, retention): keep changes for that long (NULL:
+ * forever).  The worker applies it by itself; no restart needed.
+ */
+Datum
+pgrpl_set_retention(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+
+	pgrpl_require_superuser("alter a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	pgrpl_subscription_set_retention(sub->id,
+									 PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1));
 	PG_RETURN_VOID();
 }
 

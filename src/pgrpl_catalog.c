@@ -194,7 +194,25 @@ pgrpl_subscription_update(PgrplSubscription *sub)
 	SPI_finish();
 }
 
-/* Deletes the captured rows too (transactions cascade). */
+/*
+ * Keep a subscription's changes for "retention" (NULL: forever).  A
+ * retention must be positive (the table's CHECK constraint says so).
+ */
+void
+pgrpl_subscription_set_retention(int32 id, Interval *retention)
+{
+	Oid			argtypes[2] = {INT4OID, INTERVALOID};
+	Datum		args[2] = {Int32GetDatum(id), PointerGetDatum(retention)};
+	char		nulls[2] = {' ', retention ? ' ' : 'n'};
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET retention = $2 WHERE sub_id = $1",
+							  2, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update pgrpl.subscription");
+	SPI_finish();
+}
+
+/* Drops the captured data too: the subscription's tables, not row by row. */
 void
 pgrpl_subscription_delete(int32 id)
 {
@@ -202,8 +220,8 @@ pgrpl_subscription_delete(int32 id)
 	Datum		arg = Int32GetDatum(id);
 
 	SPI_connect();
-	if (SPI_execute_with_args("DELETE FROM pgrpl.change WHERE sub_id = $1",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_DELETE ||
+	if (SPI_execute_with_args("SELECT pgrpl.drop_log($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_execute_with_args("DELETE FROM pgrpl.subscription WHERE sub_id = $1",
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from pgrpl.subscription");

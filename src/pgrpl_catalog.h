@@ -7,6 +7,7 @@
 #define PGRPL_CATALOG_H
 
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
 typedef struct PgrplSubscription
@@ -28,6 +29,7 @@ extern List *pgrpl_subscription_enabled_ids(void);
 extern int32 pgrpl_subscription_insert(PgrplSubscription *sub);
 extern void pgrpl_subscription_update(PgrplSubscription *sub);
 extern void pgrpl_subscription_delete(int32 id);
+extern void pgrpl_subscription_set_retention(int32 id, Interval *retention);
 
 /* What the launcher should do with a subscription's worker, at end of xact. */
 typedef enum PgrplWorkerAction

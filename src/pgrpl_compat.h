@@ -43,4 +43,13 @@
 	walrcv_create_slot((conn), (slot), false, false, CRS_NOEXPORT_SNAPSHOT, (lsn))
 #endif
 
+/* PG16 added onlySummarizing to ExecInsertIndexTuples(). */
+#if PG_VERSION_NUM >= 160000
+#define pgrpl_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define pgrpl_exec_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
 #endif							/* PGRPL_COMPAT_H */

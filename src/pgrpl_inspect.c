@@ -22,10 +22,11 @@
 #include "utils/timestamp.h"
 
 #include "pgrpl_decode.h"
-#include "pgrpl_writer.h"
+#include "pgrpl_keyhash.h"
 
 PG_FUNCTION_INFO_V1(pgrpl_decode_sql);
 PG_FUNCTION_INFO_V1(pgrpl_key_hash_sql);
+PG_FUNCTION_INFO_V1(pgrpl_row_key_hash_v2);
 
 /* ---- a tiny JSON object writer over a StringInfo ---- */
 
@@ -267,11 +268,22 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
 
-/* pgrpl.key_hash(schema_name text, table_name text, key jsonb) RETURNS bigint */
+/*
+ * pgrpl.key_hash(schema_name text, table_name text, key jsonb) RETURNS bigint:
+ * the 1.x lookup key, for schemas not yet updated to 2.0 (their indexes call
+ * it; its results must not change under this symbol).
+ */
 Datum
 pgrpl_key_hash_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(pgrpl_key_hash(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								   text_to_cstring(PG_GETARG_TEXT_PP(1)),
-								   PG_GETARG_JSONB_P(2)));
+	PG_RETURN_INT64(pgrpl_key_hash_v1(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+									  PG_GETARG_JSONB_P(2)));
+}
+
+/* pgrpl.row_key_hash(key jsonb) RETURNS bigint: the 2.0 lookup key. */
+Datum
+pgrpl_row_key_hash_v2(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(pgrpl_row_key_hash(PG_GETARG_JSONB_P(0)));
 }

@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "pgrpl.h"
+#include "pgrpl_capture.h"
 #include "pgrpl_catalog.h"
 #include "pgrpl_compat.h"
 #include "pgrpl_decode.h"
@@ -55,6 +56,8 @@
 #define PGRPL_FLUSH_POLL_MS		10L
 #define PGRPL_BACKOFF_MIN_MS	1000L
 #define PGRPL_BACKOFF_MAX_MS	60000L
+/* How often an idle worker applies its subscription's retention. */
+#define PGRPL_RETENTION_CHECK_MS	10000L
 
 /* Bounds of one local commit holding several remote transactions. */
 #define PGRPL_GROUP_MAX_UNITS	1000
@@ -80,21 +83,6 @@ typedef struct PgrplFlushPos
 	XLogRecPtr	local_end;
 } PgrplFlushPos;
 
-/* State of the remote transaction being received. */
-typedef struct PgrplRemoteXact
-{
-	bool		active;			/* between BEGIN and COMMIT */
-	bool		skip;			/* our own writes on a loopback primary, or
-								 * already captured */
-	XLogRecPtr	final_lsn;
-	TransactionId xid;
-	TimestampTz commit_time;
-	char		origin[NAMEDATALEN];
-	bool		has_origin;
-	XLogRecPtr	origin_lsn;
-	int32		seq;
-} PgrplRemoteXact;
-
 /* Everything one worker process knows. */
 static struct
 {
@@ -106,8 +94,9 @@ static struct
 	MemoryContext msgcxt;		/* reset after every message */
 	MemoryContext subcxt;		/* the subscription row, per session */
 
-	PgrplRemoteXact xact;
+	PgrplCapture cap;			/* the remote transaction, what becomes rows */
 	XLogRecPtr	progress;		/* end of the last unit committed here */
+	TimestampTz last_retention; /* when retention was last applied */
 
 	/*
 	 * The open local transaction.  It holds whole remote transactions (a
@@ -135,7 +124,6 @@ static struct
 	/* for the error context */
 	XLogRecPtr	cur_lsn;
 	LogicalRepMsgType cur_type;
-	PgrplRelation *cur_rel;
 } W;
 
 static void pgrpl_worker_shutdown(int code, Datum arg);
@@ -146,6 +134,51 @@ static void pgrpl_send_status(bool force, bool reply_requested);
 static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static void pgrpl_commit_local(void);
+static void pgrpl_begin_local(void);
+
+/* ---------------------------------------------------------------------
+ * The sink: what the capture module writes goes to the change log, in the
+ * open local transaction
+ * --------------------------------------------------------------------- */
+
+static void
+pgrpl_sink_open(void *arg)
+{
+	pgrpl_begin_local();
+}
+
+static int64
+pgrpl_sink_new_txn_id(void *arg)
+{
+	return pgrpl_writer_new_txn_id();
+}
+
+static int32
+pgrpl_sink_relation_id(void *arg, const PgrplRelationDesc *desc)
+{
+	return pgrpl_writer_relation_id(desc);
+}
+
+static void
+pgrpl_sink_change(void *arg, const PgrplChangeRow *row)
+{
+	pgrpl_writer_insert_change(row);
+}
+
+static void
+pgrpl_sink_transaction(void *arg, const PgrplTxnRow *row)
+{
+	pgrpl_writer_insert_transaction(row);
+}
+
+static const PgrplSink pgrpl_worker_sink = {
+	.open = pgrpl_sink_open,
+	.new_txn_id = pgrpl_sink_new_txn_id,
+	.relation_id = pgrpl_sink_relation_id,
+	.change = pgrpl_sink_change,
+	.transaction = pgrpl_sink_transaction,
+	.arg = NULL
+};
 
 /* ---------------------------------------------------------------------
  * Shared state helpers
@@ -274,10 +307,15 @@ pgrpl_error_callback(void *arg)
 
 	if (type == NULL)
 		return;
-	if (W.cur_rel != NULL)
-		errcontext("processing remote %s for relation \"%s.%s\" at %X/%X of subscription \"%s\"",
-				   type, W.cur_rel->nspname, W.cur_rel->relname,
+	/* As the built-in apply worker: message, relation, remote xid, LSN. */
+	if (W.cap.cur_rel != NULL && W.cap.active)
+		errcontext("processing remote %s for relation \"%s.%s\" in transaction %u at %X/%X of subscription \"%s\"",
+				   type, W.cap.cur_rel->nspname, W.cap.cur_rel->relname, W.cap.xid,
 				   LSN_FORMAT_ARGS(W.cur_lsn), W.sub ? W.sub->name : "?");
+	else if (W.cap.active)
+		errcontext("processing remote %s in transaction %u at %X/%X of subscription \"%s\"",
+				   type, W.cap.xid, LSN_FORMAT_ARGS(W.cur_lsn),
+				   W.sub ? W.sub->name : "?");
 	else
 		errcontext("processing remote %s at %X/%X of subscription \"%s\"",
 				   type, LSN_FORMAT_ARGS(W.cur_lsn), W.sub ? W.sub->name : "?");
@@ -321,7 +359,9 @@ pgrpl_recover_from_error(void)
 		walrcv_disconnect(W.conn);
 		W.conn = NULL;
 	}
-	W.xact.active = false;
+	W.cap.active = false;
+	if (W.cap.rel_ids != NULL)
+		pgrpl_capture_forget_relation_ids(&W.cap);
 	pgrpl_group_reset();
 	pgrpl_record_error(edata->message);
 	FreeErrorData(edata);
@@ -439,6 +479,7 @@ pgrpl_load_subscription(void)
 	MemoryContext oldcxt;
 
 	MemoryContextReset(W.subcxt);
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	oldcxt = MemoryContextSwitchTo(W.subcxt);
@@ -460,7 +501,13 @@ pgrpl_setup_origin(void)
 	RepOriginId originid;
 	XLogRecPtr	progress;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/* Never write into a schema of another storage version. */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgrpl_writer_check_storage();
+	pgrpl_writer_session_start(W.subid);
+	PopActiveSnapshot();
 	pgrpl_origin_name(MyDatabaseId, W.subid, name, sizeof(name));
 	originid = replorigin_by_name(name, true);
 	if (originid == InvalidRepOriginId)
@@ -520,7 +567,7 @@ pgrpl_session(void)
 
 	pgrpl_relmap_reset();
 	pgrpl_relmap_set_loopback(W.loopback);
-	memset(&W.xact, 0, sizeof(W.xact));
+	pgrpl_capture_init(&W.cap, &pgrpl_worker_sink, W.loopback, W.progress);
 	pgrpl_group_reset();
 	W.seen_end = W.progress;
 	W.last_received = W.progress;
@@ -541,7 +588,7 @@ pgrpl_session(void)
 	 * Stopping mid-transaction: abort, and it is sent again next time (with
 	 * any whole transactions grouped before it).  Otherwise keep the group.
 	 */
-	if (W.xact.active)
+	if (W.cap.active)
 		pgrpl_abort_local();
 	else
 		pgrpl_commit_local();
@@ -598,6 +645,29 @@ pgrpl_check_timeout(TimestampTz now)
 		pgrpl_send_status(true, true);
 		W.ping_sent = true;
 	}
+}
+
+/*
+ * Drop what the subscription's retention no longer keeps, between groups
+ * (never inside one) and at most every PGRPL_RETENTION_CHECK_MS.  The purge
+ * gives up on a lock it would wait for and is tried again later.
+ */
+static void
+pgrpl_apply_retention(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (W.cap.active || W.local_open ||
+		!TimestampDifferenceExceeds(W.last_retention, now, PGRPL_RETENTION_CHECK_MS))
+		return;
+	W.last_retention = now;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgrpl_writer_apply_retention();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(W.msgcxt);
 }
 
 static PgrplSessionEnd
@@ -664,10 +734,11 @@ pgrpl_apply_loop(void)
 			break;
 
 		/* Nothing more is waiting: make the group visible now. */
-		if (!W.xact.active)
+		if (!W.cap.active)
 			pgrpl_commit_local();
 
 		pgrpl_send_status(false, false);
+		pgrpl_apply_retention();
 
 		if (pgrpl_restart_requested())
 		{
@@ -763,7 +834,7 @@ pgrpl_send_status(bool force, bool reply_requested)
 	XLogRecPtr	write = W.last_received;
 	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
 
-	if (!pending && !W.xact.active && !W.local_open)
+	if (!pending && !W.cap.active && !W.local_open)
 		flush = Max(flush, write);
 	if (XLogRecPtrIsInvalid(flush))
 		flush = W.progress;
@@ -785,20 +856,13 @@ pgrpl_send_status(bool force, bool reply_requested)
  * Message handlers
  * --------------------------------------------------------------------- */
 
-static void
-pgrpl_protocol_error(const char *fmt, const char *type)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_PROTOCOL_VIOLATION),
-			 errmsg(fmt, type)));
-}
-
 /* Open the local transaction (and the writer), once per group. */
 static void
 pgrpl_begin_local(void)
 {
 	if (W.local_open)
 		return;
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	/* Index expressions/predicates on the log may call SQL functions. */
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -828,6 +892,7 @@ pgrpl_abort_local(void)
 		return;
 	pgrpl_writer_reset();
 	AbortCurrentTransaction();
+	pgrpl_capture_forget_relation_ids(&W.cap);
 	pgrpl_group_reset();
 	MemoryContextSwitchTo(W.msgcxt);
 }
@@ -853,6 +918,7 @@ pgrpl_commit_local(void)
 		pgstat_report_stat(false);
 		pgrpl_remember_commit(W.group_end);
 		W.progress = W.group_end;
+		W.cap.progress = W.progress;
 
 		SpinLockAcquire(&W.slot->mutex);
 		W.slot->flushed_lsn = W.group_end;
@@ -863,7 +929,7 @@ pgrpl_commit_local(void)
 		MemoryContextSwitchTo(W.msgcxt);
 	}
 	/* Everything processed is now materialized (or needed nothing). */
-	if (!W.xact.active)
+	if (!W.cap.active)
 		pgrpl_set_caught_up(W.seen_end);
 }
 
@@ -890,270 +956,79 @@ pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn
 		pgrpl_commit_local();
 }
 
-/* True when the changes of the current remote transaction are written. */
-static bool
-pgrpl_capturing(const char *type)
-{
-	if (!W.xact.active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", type);
-	return !W.xact.skip;
-}
-
-static void
-pgrpl_write_change(PgrplChangeRow *row)
-{
-	pgrpl_begin_local();
-	row->commit_lsn = W.xact.final_lsn;
-	row->seq = ++W.xact.seq;
-	row->lsn = W.cur_lsn;
-	pgrpl_writer_insert_change(row);
-}
-
-static bool
-pgrpl_handle_begin(PgrplMessage *msg)
-{
-	if (W.xact.active)
-		pgrpl_protocol_error("unexpected %s inside a transaction", "BEGIN");
-	if (pgrpl_restart_pending())
-		return true;
-	memset(&W.xact, 0, sizeof(W.xact));
-	W.xact.active = true;
-	W.xact.final_lsn = msg->u.begin.final_lsn;
-	W.xact.xid = msg->u.begin.xid;
-	W.xact.commit_time = msg->u.begin.committime;
-	/* Sent again after a reconnect although we have it: skip it. */
-	W.xact.skip = (W.xact.final_lsn < W.progress);
-
-	/* Its end is past stop_lsn: the stream is complete for the user. */
-	return !XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
-		W.xact.final_lsn >= W.sub->stop_lsn;
-}
-
-static bool
-pgrpl_handle_commit(PgrplMessage *msg)
-{
-	LogicalRepCommitData *c = &msg->u.commit;
-
-	if (!W.xact.active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", "COMMIT");
-	if (c->commit_lsn != W.xact.final_lsn)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("incorrect commit LSN %X/%X in COMMIT message (expected %X/%X)",
-						LSN_FORMAT_ARGS(c->commit_lsn),
-						LSN_FORMAT_ARGS(W.xact.final_lsn))));
-	if (pgrpl_restart_pending())
-		return true;			/* resent to the next session */
-	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && c->end_lsn > W.sub->stop_lsn)
-		return true;			/* the caller aborts the local transaction */
-
-	if (W.xact.seq > 0)
-	{
-		PgrplTxnRow txn;
-
-		txn.commit_lsn = c->commit_lsn;
-		txn.end_lsn = c->end_lsn;
-		txn.xid = W.xact.xid;
-		txn.commit_time = c->committime;
-		txn.origin = W.xact.has_origin ? W.xact.origin : NULL;
-		txn.origin_lsn = W.xact.origin_lsn;
-		txn.changes = W.xact.seq;
-		pgrpl_writer_insert_transaction(&txn);
-		W.xact.active = false;
-		pgrpl_unit_done(c->end_lsn, c->committime, W.xact.seq, true);
-	}
-	else
-	{
-		/* Nothing captured (skipped or empty): nothing to make durable. */
-		W.xact.active = false;
-		W.seen_end = Max(W.seen_end, c->end_lsn);
-		if (!W.local_open)
-			pgrpl_set_caught_up(W.seen_end);
-	}
-	return false;
-}
-
-static void
-pgrpl_handle_origin(PgrplMessage *msg)
-{
-	if (!W.xact.active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", "ORIGIN");
-	strlcpy(W.xact.origin, msg->u.origin.name, NAMEDATALEN);
-	W.xact.has_origin = true;
-	W.xact.origin_lsn = msg->u.origin.lsn;
-	/* Our own writes, decoded from this very cluster: never capture them. */
-	if (W.loopback && strncmp(W.xact.origin, PGRPL_ORIGIN_PREFIX,
-							  strlen(PGRPL_ORIGIN_PREFIX)) == 0)
-		W.xact.skip = true;
-}
-
-static void
-pgrpl_handle_relation(PgrplMessage *msg)
-{
-	bool		started = !IsTransactionState();
-
-	/* Resolving types needs the catalogs. */
-	if (started)
-		StartTransactionCommand();
-	pgrpl_relmap_add_relation(msg->u.relation);
-	if (started)
-		CommitTransactionCommand();
-	MemoryContextSwitchTo(W.msgcxt);
-}
-
-static void
-pgrpl_handle_change(PgrplMessage *msg)
-{
-	PgrplChangeMsg *c = &msg->u.change;
-	PgrplRelation *rel = pgrpl_relmap_get(c->relid);
-	PgrplChangeRow row = {0};
-
-	W.cur_rel = rel;
-	if (!pgrpl_capturing(pgrpl_message_type_name(msg->type)) || rel->skip)
-		return;
-	pgrpl_begin_local();
-
-	row.schema_name = rel->nspname;
-	row.table_name = rel->relname;
-	switch (msg->type)
-	{
-		case LOGICAL_REP_MSG_INSERT:
-			row.op = PGRPL_OP_INSERT;
-			row.new = pgrpl_tuple_to_jsonb(rel, &c->newtup, false, &row.unchanged);
-			row.row_key = pgrpl_tuple_key(rel, &c->newtup, NULL);
-			break;
-		case LOGICAL_REP_MSG_UPDATE:
-			row.op = PGRPL_OP_UPDATE;
-			row.new = pgrpl_tuple_to_jsonb(rel, &c->newtup, false, &row.unchanged);
-			if (c->old_kind != 0)
-			{
-				row.old = pgrpl_tuple_to_jsonb(rel, &c->oldtup, c->old_kind == 'K', NULL);
-				row.old_key = (c->old_kind == 'K') ? row.old :
-					pgrpl_tuple_key(rel, &c->oldtup, NULL);
-			}
-			row.row_key = pgrpl_tuple_key(rel, &c->newtup,
-										  c->old_kind != 0 ? &c->oldtup : NULL);
-			/* old_key marks a key change: row_history() follows it. */
-			if (row.old_key != NULL && row.row_key != NULL &&
-				pgrpl_jsonb_equal(row.old_key, row.row_key))
-				row.old_key = NULL;
-			break;
-		case LOGICAL_REP_MSG_DELETE:
-			row.op = PGRPL_OP_DELETE;
-			row.old = pgrpl_tuple_to_jsonb(rel, &c->oldtup, c->old_kind == 'K', NULL);
-			row.row_key = (c->old_kind == 'K') ? row.old :
-				pgrpl_tuple_key(rel, &c->oldtup, NULL);
-			break;
-		default:
-			Assert(false);
-	}
-	pgrpl_write_change(&row);
-}
-
-static void
-pgrpl_handle_truncate(PgrplMessage *msg)
-{
-	ListCell   *lc;
-
-	if (!pgrpl_capturing("TRUNCATE"))
-		return;
-	foreach(lc, msg->u.truncate.relids)
-	{
-		PgrplRelation *rel = pgrpl_relmap_get(lfirst_oid(lc));
-		PgrplChangeRow row = {0};
-
-		if (rel->skip)
-			continue;
-		row.op = PGRPL_OP_TRUNCATE;
-		row.schema_name = rel->nspname;
-		row.table_name = rel->relname;
-		pgrpl_write_change(&row);
-	}
-}
+/* ---------------------------------------------------------------------
+ * Message dispatch: session decisions here, rows in pgrpl_capture.c
+ * --------------------------------------------------------------------- */
 
 /*
- * A non-transactional message is its own unit: one local transaction whose
- * progress is its lsn.  pgoutput sends the END of the message's WAL record
- * as its lsn, so a restart there skips it (the walsender skips messages
- * that start before its start point), yet still sends a transaction whose
- * commit record starts right there -- often the very transaction that
- * emitted the message.  So the message's row gets lsn - 1 (inside its own
- * record) as commit_lsn and lsn: unique, and before that transaction.
+ * Does this message end the session before it is captured?  Settings
+ * changed (alter_subscription, set_stop_lsn) are noticed at every BEGIN and
+ * COMMIT, so that no transaction committed here after the change was
+ * decided with the old settings; a unit that ends past stop_lsn is not
+ * captured (the open one is aborted with its local transaction).
  */
 static bool
-pgrpl_handle_message(PgrplMessage *msg)
+pgrpl_session_ends_at(PgrplMessage *msg)
 {
-	PgrplLogicalMsg *m = &msg->u.message;
-	PgrplChangeRow row = {0};
-	XLogRecPtr	end = m->lsn;
+	XLogRecPtr	stop = W.sub->stop_lsn;
 
-	row.op = PGRPL_OP_MESSAGE;
-	row.message_prefix = m->prefix;
-	row.message_content = m->content;
-	row.message_len = m->len;
-
-	if (m->transactional)
+	switch (msg->type)
 	{
-		if (pgrpl_capturing("transactional MESSAGE"))
-			pgrpl_write_change(&row);
-		return false;
+		case LOGICAL_REP_MSG_BEGIN:
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) && msg->u.begin.final_lsn >= stop;
+		case LOGICAL_REP_MSG_COMMIT:
+			if (!W.cap.active)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) && msg->u.commit.end_lsn > stop;
+		case LOGICAL_REP_MSG_MESSAGE:
+			return !msg->u.message.transactional && !W.cap.active &&
+				msg->u.message.lsn > W.progress &&
+				!XLogRecPtrIsInvalid(stop) && msg->u.message.lsn > stop;
+		default:
+			return false;
 	}
-
-	if (W.xact.active)
-		pgrpl_protocol_error("unexpected %s inside a transaction",
-							 "non-transactional MESSAGE");
-	if (end <= W.progress)
-		return false;
-	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && end > W.sub->stop_lsn)
-		return true;
-
-	pgrpl_begin_local();
-	row.commit_lsn = m->lsn - 1;
-	row.seq = 1;
-	row.lsn = m->lsn - 1;
-	pgrpl_writer_insert_change(&row);
-	pgrpl_unit_done(end, GetCurrentTimestamp(), 1, false);
-	return false;
 }
 
-/* Dispatch one pgoutput message; true when stop_lsn has been reached. */
+/* Dispatch one pgoutput message; true when the session must end. */
 static bool
 pgrpl_apply_message(StringInfo payload)
 {
 	PgrplMessage msg;
+	PgrplCaptureResult result;
+	bool		catalog_xact = false;
 
-	W.cur_rel = NULL;
 	W.cur_type = payload->len > 0 ? (LogicalRepMsgType) payload->data[0] : 0;
 	pgrpl_decode_message(payload, &msg);
+	if (pgrpl_session_ends_at(&msg))
+		return true;
 
-	switch (msg.type)
+	/* Resolving a RELATION's types needs the catalogs. */
+	if (msg.type == LOGICAL_REP_MSG_RELATION && !IsTransactionState())
 	{
-		case LOGICAL_REP_MSG_BEGIN:
-			return pgrpl_handle_begin(&msg);
-		case LOGICAL_REP_MSG_COMMIT:
-			return pgrpl_handle_commit(&msg);
-		case LOGICAL_REP_MSG_ORIGIN:
-			pgrpl_handle_origin(&msg);
-			break;
-		case LOGICAL_REP_MSG_RELATION:
-			pgrpl_handle_relation(&msg);
-			break;
-		case LOGICAL_REP_MSG_TYPE:
-			pgrpl_relmap_add_type(&msg.u.type);
-			break;
-		case LOGICAL_REP_MSG_INSERT:
-		case LOGICAL_REP_MSG_UPDATE:
-		case LOGICAL_REP_MSG_DELETE:
-			pgrpl_handle_change(&msg);
-			break;
-		case LOGICAL_REP_MSG_TRUNCATE:
-			pgrpl_handle_truncate(&msg);
-			break;
-		case LOGICAL_REP_MSG_MESSAGE:
-			return pgrpl_handle_message(&msg);
-		default:
-			/* The decoder only returns the types above. */
-			elog(ERROR, "unexpected pgoutput message type %d", msg.type);
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		catalog_xact = true;
+	}
+	result = pgrpl_capture_message(&W.cap, &msg, W.cur_lsn);
+	if (catalog_xact)
+	{
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(W.msgcxt);
+	}
+
+	if (result == PGRPL_CAPTURE_UNIT)
+		pgrpl_unit_done(W.cap.unit_end, W.cap.unit_commit_time,
+						W.cap.unit_changes, W.cap.unit_is_txn);
+	else if (result == PGRPL_CAPTURE_EMPTY_UNIT)
+	{
+		/* Nothing captured (skipped or empty): nothing to make durable. */
+		W.seen_end = Max(W.seen_end, W.cap.unit_end);
+		if (!W.local_open)
+			pgrpl_set_caught_up(W.seen_end);
 	}
 	return false;
 }
@@ -1198,7 +1073,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 		stop = pgrpl_apply_message(&cd.payload);
 		/* Later errors (e.g. in walrcv_receive) are not about this message. */
 		W.cur_type = 0;
-		W.cur_rel = NULL;
+		W.cap.cur_rel = NULL;
 	}
 	else
 	{
@@ -1206,7 +1081,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 		 * A keepalive: everything before wal_end has been sent, so with no
 		 * transaction open we have all the primary committed up to there.
 		 */
-		if (!W.xact.active)
+		if (!W.cap.active)
 		{
 			pgrpl_commit_local();
 			pgrpl_set_caught_up(cd.wal_end);

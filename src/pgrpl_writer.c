@@ -1,11 +1,19 @@
 /*-------------------------------------------------------------------------
  * pgrpl_writer.c
- *		Insert change and transaction rows into the change log.
+ *		Insert change and transaction rows into the change log (storage 2.0).
  *
- * Rows go straight to the table AM and the indexes, without SQL or SPI:
- * the writer runs once per captured change and must keep up with what a
- * walsender can decode.  Each row is written as it arrives, so memory does
- * not grow with the size of a remote transaction.
+ * Rows go straight to the table AM and the indexes of the partition they
+ * belong to, without SQL, tuple routing or SPI: the writer runs once per
+ * captured change and must keep up with what a walsender can decode.  Each
+ * row is written as it arrives (buffered in bounded batches), so memory
+ * does not grow with the size of a remote transaction.
+ *
+ * Layout (pgrpl--1.1--2.0.sql): pgrpl.change and pgrpl.transaction are
+ * partitioned by subscription, then by ranges of 2^32 txn_ids.  The writer
+ * hands out txn_ids in increasing order and moves on to the next range when
+ * the current one holds pgrpl.partition_size changes, so purge() can drop
+ * old ranges whole.  Relation versions and partitions are created rarely,
+ * through SPI.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -14,32 +22,38 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "common/hashfn.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/numeric.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
 
 #include "pgrpl.h"
+#include "pgrpl_compat.h"
+#include "pgrpl_keyhash.h"
 #include "pgrpl_writer.h"
 
 /* Column numbers of pgrpl.change and pgrpl.transaction (install script). */
 enum
 {
-	CH_SUB_ID, CH_COMMIT_LSN, CH_SEQ, CH_LSN, CH_OP, CH_SCHEMA, CH_TABLE,
-	CH_OLD, CH_NEW, CH_UNCHANGED, CH_MSG_PREFIX, CH_MSG_CONTENT, CH_ROW_KEY,
-	CH_KEY_HASH, CH_OLD_KEY, CH_NATTS
+	CH_SUB_ID, CH_SEQ, CH_TXN_ID, CH_LSN, CH_KEY_HASH, CH_REL_ID, CH_OP,
+	CH_UNCHANGED, CH_ROW_KEY, CH_OLD_KEY, CH_OLD, CH_NEW, CH_MSG_PREFIX,
+	CH_MSG_CONTENT, CH_NATTS
 };
 enum
 {
-	TX_SUB_ID, TX_COMMIT_LSN, TX_END_LSN, TX_XID, TX_COMMIT_TIME, TX_ORIGIN,
-	TX_ORIGIN_LSN, TX_CHANGES, TX_NATTS
+	TX_SUB_ID, TX_CHANGES, TX_TXN_ID, TX_COMMIT_LSN, TX_END_LSN, TX_XID,
+	TX_COMMIT_TIME, TX_ORIGIN_LSN, TX_STATE, TX_ORIGIN, TX_NATTS
 };
+
+/* txn_ids of one partition: [part << 32, (part + 1) << 32) */
+#define PGRPL_PART_SHIFT	32
+#define PGRPL_PART_OF(txn_id)	((txn_id) >> PGRPL_PART_SHIFT)
 
 /*
  * Rows of a table are buffered and written with table_multi_insert (one
@@ -52,7 +66,7 @@ enum
 
 typedef struct PgrplTarget
 {
-	Relation	rel;
+	Relation	rel;			/* the leaf partition */
 	ResultRelInfo *rri;
 	TupleTableSlot *slots[PGRPL_BATCH_ROWS];
 	int			nbuffered;
@@ -60,10 +74,12 @@ typedef struct PgrplTarget
 	MemoryContext batchcxt;		/* the buffered tuples */
 } PgrplTarget;
 
+/* Open for the current local transaction only. */
 typedef struct PgrplWriter
 {
 	bool		active;
-	int32		subid;
+	bool		have_leaves;
+	int64		part;			/* partition of the open leaves */
 	EState	   *estate;
 	PgrplTarget change;
 	PgrplTarget txn;
@@ -71,30 +87,214 @@ typedef struct PgrplWriter
 
 static PgrplWriter writer;
 
-static Relation
-pgrpl_open_log_table(const char *name, int natts)
+/* Per session: the subscription and where its txn_ids stand. */
+static int32 writer_subid;
+static int64 next_txn_id = -1;
+static int64 part_changes;		/* changes in next_txn_id's partition */
+
+/* ---------------------------------------------------------------------
+ * Small SPI helpers (rare paths)
+ * --------------------------------------------------------------------- */
+
+/* Run one statement returning at most one int8; false if no row or NULL. */
+static bool
+pgrpl_spi_int8(const char *sql, int nargs, Oid *types, Datum *values, int64 *result)
 {
-	Oid			relid = get_relname_relid(name, get_namespace_oid(PGRPL_SCHEMA, false));
+	bool		found = false;
+
+	SPI_connect();
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) < 0)
+		elog(ERROR, "could not run \"%s\"", sql);
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  1, &isnull);
+
+		if (!isnull)
+		{
+			*result = (SPI_tuptable->tupdesc->attrs[0].atttypid == INT4OID) ?
+				DatumGetInt32(d) : DatumGetInt64(d);
+			found = true;
+		}
+	}
+	SPI_finish();
+	return found;
+}
+
+/*
+ * Refuse to write into a schema of another storage version: after a library
+ * upgrade the database may still hold the 1.x layout until ALTER EXTENSION
+ * pgrpl UPDATE runs, and rows written in the new layout's shape there would
+ * be rejected at best.  Needs a transaction.
+ */
+void
+pgrpl_writer_check_storage(void)
+{
+	int64		version = 0;
+	char		extversion[NAMEDATALEN] = "(not installed)";
+	bool		has_version = false;
+
+	SPI_connect();
+	if (SPI_execute("SELECT e.extversion, pg_catalog.to_regprocedure('pgrpl.storage_version()') IS NOT NULL"
+					"  FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgrpl'",
+					true, 1) == SPI_OK_SELECT && SPI_processed > 0)
+	{
+		strlcpy(extversion, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+				sizeof(extversion));
+		has_version = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), "t") == 0;
+	}
+	SPI_finish();
+	if (has_version)
+		(void) pgrpl_spi_int8("SELECT pgrpl.storage_version()", 0, NULL, NULL, &version);
+	if (version != PGRPL_STORAGE_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgrpl cannot write into the change log of extension version %s",
+						extversion),
+				 errdetail("The loaded library writes storage version %d; the installed schema has version %d.",
+						   PGRPL_STORAGE_VERSION, (int) version),
+				 errhint("Update the extension with ALTER EXTENSION pgrpl UPDATE.")));
+}
+
+/*
+ * At the start of a session: where the subscription's txn_ids stand.  The
+ * next id is above every id in the log, including ids of rows whose
+ * transaction row a purge deleted (they must never become visible again
+ * under a new transaction).  The current partition's fill is estimated from
+ * its statistics; partition_size is a target, not a limit.
+ */
+void
+pgrpl_writer_session_start(int32 subid)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(subid)};
+	int64		max_id = -1;
+	int64		rows = 0;
+	char	   *leaf;
+	Oid			leafid;
+
+	writer_subid = subid;
+	(void) pgrpl_spi_int8("SELECT pg_catalog.max(x) FROM ("
+						  " SELECT pg_catalog.max(c.txn_id) FROM pgrpl.change c WHERE c.sub_id OPERATOR(pg_catalog.=) $1"
+						  " UNION ALL"
+						  " SELECT pg_catalog.max(t.txn_id) FROM pgrpl.transaction t WHERE t.sub_id OPERATOR(pg_catalog.=) $1) m(x)",
+						  1, argtypes, args, &max_id);
+	next_txn_id = max_id + 1;
+	leaf = psprintf("change_%d_" INT64_FORMAT, subid, PGRPL_PART_OF(next_txn_id));
+	leafid = get_relname_relid(leaf, get_namespace_oid(PGRPL_SCHEMA, false));
+	if (OidIsValid(leafid))
+	{
+		Oid			t[1] = {OIDOID};
+		Datum		a[1] = {ObjectIdGetDatum(leafid)};
+
+		(void) pgrpl_spi_int8("SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples::pg_catalog.int8 ELSE 0 END"
+							  "  FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+							  1, t, a, &rows);
+	}
+	part_changes = rows;
+}
+
+/*
+ * A new transaction id.  Only at a transaction boundary may the log move on
+ * to the next partition: all rows of a transaction live in its id's one.
+ */
+int64
+pgrpl_writer_new_txn_id(void)
+{
+	Assert(next_txn_id >= 0);
+	if (part_changes >= pgrpl_partition_size)
+	{
+		next_txn_id = (PGRPL_PART_OF(next_txn_id) + 1) << PGRPL_PART_SHIFT;
+		part_changes = 0;
+	}
+	return next_txn_id++;
+}
+
+/*
+ * Purge what the subscription's retention (if any) no longer keeps; the
+ * purge drops whole partitions (pgrpl.apply_retention).  Needs a
+ * transaction with a snapshot and no open writer.
+ */
+void
+pgrpl_writer_apply_retention(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(writer_subid)};
+	int64		removed = 0;
+
+	Assert(!writer.active);
+	if (pgrpl_spi_int8("SELECT pgrpl.apply_retention($1)", 1, argtypes, args, &removed) &&
+		removed > 0)
+		ereport(DEBUG1,
+				(errmsg_internal("pgrpl retention removed " INT64_FORMAT " changes", removed)));
+}
+
+/* ---------------------------------------------------------------------
+ * Partitions
+ * --------------------------------------------------------------------- */
+
+static Oid
+pgrpl_log_relid(const char *name)
+{
+	return get_relname_relid(name, get_namespace_oid(PGRPL_SCHEMA, false));
+}
+
+/*
+ * The leaf of table "base" (change or transaction) for partition "part",
+ * created if missing.  The parents are locked first, as DROP TABLE of a
+ * partition (purge) locks the parent before the leaf: same order, no
+ * deadlock, and after the lock we see whether a purge dropped the leaf.
+ */
+static Relation
+pgrpl_open_leaf(const char *base, int64 part, int natts)
+{
+	Oid			top = pgrpl_log_relid(base);
+	char	   *subname = psprintf("%s_%d", base, writer_subid);
+	char	   *leafname = psprintf("%s_%d_" INT64_FORMAT, base, writer_subid, part);
+	Oid			sub;
+	Oid			leaf;
 	Relation	rel;
 
-	if (!OidIsValid(relid))
+	if (!OidIsValid(top))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.%s\" does not exist", PGRPL_SCHEMA, name),
+				 errmsg("relation \"%s.%s\" does not exist", PGRPL_SCHEMA, base),
 				 errhint("Is the pgrpl extension installed in this database?")));
-	rel = table_open(relid, RowExclusiveLock);
+	LockRelationOid(top, RowExclusiveLock);
+	sub = pgrpl_log_relid(subname);
+	if (OidIsValid(sub))
+		LockRelationOid(sub, RowExclusiveLock);
+	leaf = pgrpl_log_relid(leafname);
+	if (!OidIsValid(sub) || !OidIsValid(leaf))
+	{
+		Oid			argtypes[2] = {INT4OID, INT8OID};
+		Datum		args[2] = {Int32GetDatum(writer_subid), Int64GetDatum(part)};
+		int64		dummy;
+
+		(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
+							  2, argtypes, args, &dummy);
+		CommandCounterIncrement();
+		sub = pgrpl_log_relid(subname);
+		leaf = pgrpl_log_relid(leafname);
+		if (!OidIsValid(sub) || !OidIsValid(leaf))
+			elog(ERROR, "could not create partition \"%s\"", leafname);
+		LockRelationOid(sub, RowExclusiveLock);
+	}
+	rel = table_open(leaf, RowExclusiveLock);
 	if (RelationGetDescr(rel)->natts != natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("relation \"%s.%s\" has an unexpected definition", PGRPL_SCHEMA, name),
+				 errmsg("relation \"%s.%s\" has an unexpected definition",
+						PGRPL_SCHEMA, leafname),
 				 errhint("Update the extension with ALTER EXTENSION pgrpl UPDATE.")));
 	return rel;
 }
 
 static void
-pgrpl_target_open(PgrplTarget *t, const char *name, int natts, Index rti)
+pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index rti)
 {
-	t->rel = pgrpl_open_log_table(name, natts);
+	t->rel = pgrpl_open_leaf(base, part, natts);
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
 	ExecOpenIndices(t->rri, false);
@@ -102,44 +302,8 @@ pgrpl_target_open(PgrplTarget *t, const char *name, int natts, Index rti)
 		t->slots[i] = NULL;		/* made on first use */
 	t->nbuffered = 0;
 	t->bytes = 0;
-	t->batchcxt = AllocSetContextCreate(CurrentMemoryContext, "pgrpl batch",
+	t->batchcxt = AllocSetContextCreate(TopTransactionContext, "pgrpl batch",
 										ALLOCSET_DEFAULT_SIZES);
-}
-
-/* Open the change log for the current local transaction. */
-void
-pgrpl_writer_begin(int32 subid)
-{
-	MemoryContext oldcxt;
-
-	Assert(IsTransactionState());
-	if (writer.active)
-		return;
-
-	/* Lives exactly as long as the local transaction. */
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	writer.subid = subid;
-	writer.estate = CreateExecutorState();
-	pgrpl_target_open(&writer.change, "change", CH_NATTS, 1);
-	pgrpl_target_open(&writer.txn, "transaction", TX_NATTS, 2);
-	writer.active = true;
-	MemoryContextSwitchTo(oldcxt);
-}
-
-/*
- * After an error: the aborted transaction has released the relations and
- * freed the memory, so only forget them.
- */
-void
-pgrpl_writer_reset(void)
-{
-	writer.active = false;
-}
-
-bool
-pgrpl_writer_active(void)
-{
-	return writer.active;
 }
 
 /* Write the buffered rows of a table and their index entries. */
@@ -153,14 +317,81 @@ pgrpl_target_flush(PgrplTarget *t)
 	for (int i = 0; i < t->nbuffered; i++)
 	{
 		if (t->rri->ri_NumIndices > 0)
-			ExecInsertIndexTuples(t->rri, t->slots[i], writer.estate, false,
-								  false, NULL, NIL);
+			pgrpl_exec_insert_index_tuples(t->rri, t->slots[i], writer.estate);
 		ExecClearTuple(t->slots[i]);
 		ResetPerTupleExprContext(writer.estate);
 	}
 	t->nbuffered = 0;
 	t->bytes = 0;
 	MemoryContextReset(t->batchcxt);
+}
+
+static void
+pgrpl_target_close(PgrplTarget *t)
+{
+	pgrpl_target_flush(t);
+	ExecCloseIndices(t->rri);
+	for (int i = 0; i < PGRPL_BATCH_ROWS && t->slots[i] != NULL; i++)
+		ExecDropSingleTupleTableSlot(t->slots[i]);
+	MemoryContextDelete(t->batchcxt);
+	table_close(t->rel, NoLock);
+}
+
+/* Make the leaves of partition "part" the targets of this transaction. */
+static void
+pgrpl_writer_use_partition(int64 part)
+{
+	MemoryContext oldcxt;
+
+	if (writer.have_leaves && writer.part == part)
+		return;
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	if (writer.have_leaves)
+	{
+		pgrpl_target_close(&writer.change);
+		pgrpl_target_close(&writer.txn);
+		writer.have_leaves = false;
+	}
+	pgrpl_target_open(&writer.change, "change", part, CH_NATTS, 1);
+	pgrpl_target_open(&writer.txn, "transaction", part, TX_NATTS, 2);
+	writer.part = part;
+	writer.have_leaves = true;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/* Open the change log for the current local transaction. */
+void
+pgrpl_writer_begin(int32 subid)
+{
+	MemoryContext oldcxt;
+
+	Assert(IsTransactionState());
+	Assert(subid == writer_subid && next_txn_id >= 0);
+	if (writer.active)
+		return;
+	/* Lives exactly as long as the local transaction. */
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	writer.estate = CreateExecutorState();
+	writer.have_leaves = false;
+	writer.active = true;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * After an error: the aborted transaction has released the relations and
+ * freed the memory, so only forget them.
+ */
+void
+pgrpl_writer_reset(void)
+{
+	writer.active = false;
+	writer.have_leaves = false;
+}
+
+bool
+pgrpl_writer_active(void)
+{
+	return writer.active;
 }
 
 static void
@@ -194,119 +425,11 @@ pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
 		pgrpl_target_flush(t);
 }
 
-/* Low bits of a lookup key that hold an integer key (see pgrpl_key_hash). */
-#define PGRPL_KEY_INT_BITS	48
-
-static int
-pgrpl_numeric_cmp(Numeric a, Numeric b)
+static inline Datum
+pgrpl_ptr_or_null(void *p, bool *isnull)
 {
-	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a),
-											 NumericGetDatum(b)));
-}
-
-/* The value of an integral numeric within +-2^47. */
-static bool
-pgrpl_numeric_key_integer(Numeric num, int64 *result)
-{
-	const int64 limit = INT64CONST(1) << (PGRPL_KEY_INT_BITS - 1);
-	bool		have_error = false;
-	int64		i;
-
-	if (numeric_is_nan(num) || numeric_is_inf(num))
-		return false;
-	/* int4 first: no range checks needed (the common case) */
-	i = numeric_int4_opt_error(num, &have_error);
-	if (have_error)
-	{
-		if (pgrpl_numeric_cmp(num, int64_to_numeric(-limit)) < 0 ||
-			pgrpl_numeric_cmp(num, int64_to_numeric(limit)) >= 0)
-			return false;
-		i = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
-	}
-	/* both conversions round: 5 and 5.0 are one key, but 5.5 is not 6 */
-	if (pgrpl_numeric_cmp(int64_to_numeric(i), num) != 0)
-		return false;
-	*result = i;
-	return true;
-}
-
-/* The integer of a key that is one integral number within +-2^47. */
-static bool
-pgrpl_key_integer(Jsonb *key, int64 *result)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-
-	if (!JB_ROOT_IS_OBJECT(key) || JB_ROOT_COUNT(key) != 1)
-		return false;
-	it = JsonbIteratorInit(&key->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_VALUE)
-			return v.type == jbvNumeric &&
-				pgrpl_numeric_key_integer(v.val.numeric, result);
-	}
-	return false;
-}
-
-/*
- * The relation's hash seed, remembered for the last relation asked about:
- * consecutive rows are mostly of one table.
- */
-static uint64
-pgrpl_relation_seed(const char *schema_name, const char *table_name)
-{
-	static char last_schema[NAMEDATALEN];
-	static char last_table[NAMEDATALEN];
-	static uint64 last_seed;
-	static bool valid = false;
-	size_t		schema_len;
-	size_t		table_len;
-	uint64		seed;
-
-	if (valid && strcmp(schema_name, last_schema) == 0 &&
-		strcmp(table_name, last_table) == 0)
-		return last_seed;
-	schema_len = strlen(schema_name);
-	table_len = strlen(table_name);
-	seed = hash_bytes_extended((const unsigned char *) schema_name, schema_len, 0);
-	seed = hash_bytes_extended((const unsigned char *) table_name, table_len, seed);
-	/* names of any length hash right; only short ones are remembered */
-	if (schema_len < NAMEDATALEN && table_len < NAMEDATALEN)
-	{
-		strcpy(last_schema, schema_name);
-		strcpy(last_table, table_name);
-		last_seed = seed;
-		valid = true;
-	}
-	return seed;
-}
-
-/*
- * The lookup key that row_history() and table_as_of() find rows by (the
- * change log is indexed on it).  A key of one integer column -- by far the
- * most common primary key -- is kept in order: the relation's 16-bit tag,
- * then the integer.  New rows of a table with an ascending key then land on
- * the rightmost index pages, as in the table's own primary key, instead of
- * on a random page each (measured: a random key index made 1M inserted rows
- * cost ~2x the index time).  Every other key is jsonb's own extended hash
- * (stable: hash partitioning relies on it) seeded with the relation name.
- * Values are not unique -- the two families may meet and hashes collide --
- * so every query also compares the relation and row_key itself.
- */
-int64
-pgrpl_key_hash(const char *schema_name, const char *table_name, Jsonb *key)
-{
-	uint64		seed = pgrpl_relation_seed(schema_name, table_name);
-	int64		i;
-
-	if (pgrpl_key_integer(key, &i))
-		return (int64) (((seed >> PGRPL_KEY_INT_BITS) << PGRPL_KEY_INT_BITS) |
-						(uint64) (i + (INT64CONST(1) << (PGRPL_KEY_INT_BITS - 1))));
-	return DatumGetInt64(DirectFunctionCall2(jsonb_hash_extended,
-											 JsonbPGetDatum(key),
-											 UInt64GetDatum(seed)));
+	*isnull = (p == NULL);
+	return PointerGetDatum(p);
 }
 
 static inline Datum
@@ -323,20 +446,23 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	bool		nulls[CH_NATTS];
 
 	Assert(writer.active);
+	pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
 	memset(nulls, 0, sizeof(nulls));
-	values[CH_SUB_ID] = Int32GetDatum(writer.subid);
-	values[CH_COMMIT_LSN] = LSNGetDatum(row->commit_lsn);
+	values[CH_SUB_ID] = Int32GetDatum(writer_subid);
 	values[CH_SEQ] = Int32GetDatum(row->seq);
+	values[CH_TXN_ID] = Int64GetDatum(row->txn_id);
 	values[CH_LSN] = LSNGetDatum(row->lsn);
+	values[CH_REL_ID] = Int32GetDatum(row->rel_id);
+	nulls[CH_REL_ID] = (row->rel_id == 0);
 	values[CH_OP] = CharGetDatum(row->op);
-	values[CH_SCHEMA] = pgrpl_text_or_null(row->schema_name, &nulls[CH_SCHEMA]);
-	values[CH_TABLE] = pgrpl_text_or_null(row->table_name, &nulls[CH_TABLE]);
-	values[CH_OLD] = PointerGetDatum(row->old);
-	nulls[CH_OLD] = (row->old == NULL);
-	values[CH_NEW] = PointerGetDatum(row->new);
-	nulls[CH_NEW] = (row->new == NULL);
-	values[CH_UNCHANGED] = PointerGetDatum(row->unchanged);
-	nulls[CH_UNCHANGED] = (row->unchanged == NULL);
+	values[CH_UNCHANGED] = pgrpl_ptr_or_null(row->unchanged, &nulls[CH_UNCHANGED]);
+	values[CH_ROW_KEY] = pgrpl_ptr_or_null(row->row_key, &nulls[CH_ROW_KEY]);
+	nulls[CH_KEY_HASH] = (row->row_key == NULL);
+	if (row->row_key != NULL)
+		values[CH_KEY_HASH] = Int64GetDatum(pgrpl_row_key_hash(row->row_key));
+	values[CH_OLD_KEY] = pgrpl_ptr_or_null(row->old_key, &nulls[CH_OLD_KEY]);
+	values[CH_OLD] = pgrpl_ptr_or_null(row->old, &nulls[CH_OLD]);
+	values[CH_NEW] = pgrpl_ptr_or_null(row->new, &nulls[CH_NEW]);
 	values[CH_MSG_PREFIX] = pgrpl_text_or_null(row->message_prefix,
 											   &nulls[CH_MSG_PREFIX]);
 	if (row->op == PGRPL_OP_MESSAGE)
@@ -349,16 +475,10 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	}
 	else
 		nulls[CH_MSG_CONTENT] = true;
-	values[CH_ROW_KEY] = PointerGetDatum(row->row_key);
-	nulls[CH_ROW_KEY] = nulls[CH_KEY_HASH] = (row->row_key == NULL);
-	if (row->row_key != NULL)
-		values[CH_KEY_HASH] = Int64GetDatum(pgrpl_key_hash(row->schema_name,
-														   row->table_name,
-														   row->row_key));
-	values[CH_OLD_KEY] = PointerGetDatum(row->old_key);
-	nulls[CH_OLD_KEY] = (row->old_key == NULL);
 
 	pgrpl_target_insert(&writer.change, values, nulls);
+	if (PGRPL_PART_OF(row->txn_id) == PGRPL_PART_OF(next_txn_id))
+		part_changes++;
 }
 
 void
@@ -368,29 +488,25 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 	bool		nulls[TX_NATTS];
 
 	Assert(writer.active);
+	pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
 	memset(nulls, 0, sizeof(nulls));
-	values[TX_SUB_ID] = Int32GetDatum(writer.subid);
+	values[TX_SUB_ID] = Int32GetDatum(writer_subid);
+	values[TX_CHANGES] = Int32GetDatum(row->changes);
+	values[TX_TXN_ID] = Int64GetDatum(row->txn_id);
 	values[TX_COMMIT_LSN] = LSNGetDatum(row->commit_lsn);
+	nulls[TX_COMMIT_LSN] = XLogRecPtrIsInvalid(row->commit_lsn);
 	values[TX_END_LSN] = LSNGetDatum(row->end_lsn);
+	nulls[TX_END_LSN] = XLogRecPtrIsInvalid(row->end_lsn);
 	values[TX_XID] = Int64GetDatum((int64) row->xid);
+	nulls[TX_XID] = !row->has_xid;
 	values[TX_COMMIT_TIME] = TimestampTzGetDatum(row->commit_time);
-	values[TX_ORIGIN] = pgrpl_text_or_null(row->origin, &nulls[TX_ORIGIN]);
+	nulls[TX_COMMIT_TIME] = (row->commit_time == 0);
 	values[TX_ORIGIN_LSN] = LSNGetDatum(row->origin_lsn);
 	nulls[TX_ORIGIN_LSN] = (row->origin == NULL);
-	values[TX_CHANGES] = Int32GetDatum(row->changes);
+	values[TX_STATE] = CharGetDatum(row->state);
+	values[TX_ORIGIN] = pgrpl_text_or_null(row->origin, &nulls[TX_ORIGIN]);
 
 	pgrpl_target_insert(&writer.txn, values, nulls);
-}
-
-static void
-pgrpl_target_close(PgrplTarget *t)
-{
-	pgrpl_target_flush(t);
-	ExecCloseIndices(t->rri);
-	for (int i = 0; i < PGRPL_BATCH_ROWS && t->slots[i] != NULL; i++)
-		ExecDropSingleTupleTableSlot(t->slots[i]);
-	MemoryContextDelete(t->batchcxt);
-	table_close(t->rel, NoLock);
 }
 
 /* Close the change log before the caller commits. */
@@ -399,8 +515,72 @@ pgrpl_writer_end(void)
 {
 	if (!writer.active)
 		return;
-	pgrpl_target_close(&writer.change);
-	pgrpl_target_close(&writer.txn);
+	if (writer.have_leaves)
+	{
+		pgrpl_target_close(&writer.change);
+		pgrpl_target_close(&writer.txn);
+	}
 	FreeExecutorState(writer.estate);
 	writer.active = false;
+	writer.have_leaves = false;
+}
+
+/* ---------------------------------------------------------------------
+ * The relation dictionary
+ * --------------------------------------------------------------------- */
+
+static ArrayType *
+pgrpl_text_array(const char **items, const bool *filter, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			count = 0;
+
+	for (int i = 0; i < n; i++)
+		if (filter == NULL || filter[i])
+			elems[count++] = CStringGetTextDatum(items[i]);
+	return construct_array(elems, count, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * The rel_id of a relation version: the subscription's latest version of
+ * that remote relation if it is described the same, else a new version
+ * (a column added or dropped, another key, a rename).  Runs in the local
+ * transaction that writes the first change of it, so a version exists only
+ * if a change refers to it.
+ */
+int32
+pgrpl_writer_relation_id(const PgrplRelationDesc *d)
+{
+	Oid			argtypes[9] = {INT4OID, OIDOID, TEXTOID, TEXTOID, CHAROID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, LSNOID};
+	Datum		args[9];
+	char		replident[2] = {d->replident, '\0'};
+	int64		rel_id;
+
+	args[0] = Int32GetDatum(writer_subid);
+	args[1] = ObjectIdGetDatum(d->remote_oid);
+	args[2] = CStringGetTextDatum(d->schema_name);
+	args[3] = CStringGetTextDatum(d->table_name);
+	args[4] = CharGetDatum(replident[0]);
+	args[5] = PointerGetDatum(pgrpl_text_array(d->names, NULL, d->natts));
+	args[6] = PointerGetDatum(pgrpl_text_array(d->types, NULL, d->natts));
+	args[7] = PointerGetDatum(pgrpl_text_array(d->names, d->is_key, d->natts));
+	args[8] = LSNGetDatum(d->first_lsn);
+
+	if (pgrpl_spi_int8("SELECT r.rel_id FROM pgrpl.relation r"
+					   " WHERE r.sub_id OPERATOR(pg_catalog.=) $1 AND r.remote_oid OPERATOR(pg_catalog.=) $2"
+					   "   AND r.rel_id OPERATOR(pg_catalog.=) (SELECT pg_catalog.max(l.rel_id) FROM pgrpl.relation l"
+					   "        WHERE l.sub_id OPERATOR(pg_catalog.=) $1 AND l.remote_oid OPERATOR(pg_catalog.=) $2)"
+					   "   AND r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4"
+					   "   AND r.replica_identity OPERATOR(pg_catalog.=) $5"
+					   "   AND r.columns OPERATOR(pg_catalog.=) $6 AND r.column_types OPERATOR(pg_catalog.=) $7"
+					   "   AND r.key_columns OPERATOR(pg_catalog.=) $8 AND $9 IS NOT NULL",
+					   9, argtypes, args, &rel_id))
+		return (int32) rel_id;
+	if (!pgrpl_spi_int8("INSERT INTO pgrpl.relation (sub_id, remote_oid, schema_name, table_name,"
+						" replica_identity, columns, column_types, key_columns, first_lsn)"
+						" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING rel_id",
+						9, argtypes, args, &rel_id))
+		elog(ERROR, "could not add a relation version to pgrpl.relation");
+	return (int32) rel_id;
 }

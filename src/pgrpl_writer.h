@@ -1,10 +1,13 @@
 /*-------------------------------------------------------------------------
  * pgrpl_writer.h
- *		Change-log writer: captured changes and transactions to rows.
+ *		Change-log storage: rows, transactions, relation versions, partitions.
  *
- * This is where a change becomes a row.  The writer knows the change-log
- * tables and nothing of the replication protocol; the caller owns the local
- * transaction and the replication origin progress committed with it.
+ * The writer knows the change-log tables (storage 2.0) and nothing of the
+ * replication protocol.  A change row refers to its transaction by txn_id,
+ * which the writer hands out, so that changes can be written before their
+ * transaction's commit position is known; a transaction row with a commit
+ * LSN makes them visible.  The caller owns the local transaction and the
+ * replication-origin progress committed with it.
  *-------------------------------------------------------------------------
  */
 #ifndef PGRPL_WRITER_H
@@ -21,14 +24,22 @@
 #define PGRPL_OP_TRUNCATE	'T'
 #define PGRPL_OP_MESSAGE	'M'
 
+/* pgrpl.transaction.state */
+#define PGRPL_TXN_COMMITTED		'c'	/* a remote transaction, visible */
+#define PGRPL_TXN_MESSAGE		'm'	/* a non-transactional message, visible */
+#define PGRPL_TXN_IN_PROGRESS	'i'	/* rows written, no commit yet: invisible */
+#define PGRPL_TXN_ABORTED		'a'	/* never committed: invisible, reclaimable */
+
+/* The storage layout this library writes (pgrpl.storage_version()). */
+#define PGRPL_STORAGE_VERSION	2
+
 typedef struct PgrplChangeRow
 {
-	XLogRecPtr	commit_lsn;
+	int64		txn_id;
 	int32		seq;
 	XLogRecPtr	lsn;
 	char		op;
-	const char *schema_name;	/* NULL for messages */
-	const char *table_name;
+	int32		rel_id;			/* 0 for messages */
 	Jsonb	   *old;
 	Jsonb	   *new;
 	ArrayType  *unchanged;
@@ -41,21 +52,41 @@ typedef struct PgrplChangeRow
 
 typedef struct PgrplTxnRow
 {
-	XLogRecPtr	commit_lsn;
+	int64		txn_id;
+	char		state;			/* PGRPL_TXN_* */
+	XLogRecPtr	commit_lsn;		/* Invalid: not committed */
 	XLogRecPtr	end_lsn;
+	bool		has_xid;		/* false for messages */
 	TransactionId xid;
-	TimestampTz commit_time;
+	TimestampTz commit_time;	/* 0: none */
 	const char *origin;			/* NULL if none */
 	XLogRecPtr	origin_lsn;
 	int32		changes;
 } PgrplTxnRow;
 
-extern int64 pgrpl_key_hash(const char *schema_name, const char *table_name,
-							Jsonb *key);
+/* One version of a remote relation, as the stream described it. */
+typedef struct PgrplRelationDesc
+{
+	Oid			remote_oid;
+	const char *schema_name;
+	const char *table_name;
+	char		replident;		/* as pg_class.relreplident */
+	int			natts;
+	const char **names;
+	const char **types;
+	const bool *is_key;
+	XLogRecPtr	first_lsn;
+} PgrplRelationDesc;
+
+extern void pgrpl_writer_check_storage(void);
+extern void pgrpl_writer_session_start(int32 subid);
 extern void pgrpl_writer_begin(int32 subid);
+extern int64 pgrpl_writer_new_txn_id(void);
+extern int32 pgrpl_writer_relation_id(const PgrplRelationDesc *desc);
 extern void pgrpl_writer_insert_change(const PgrplChangeRow *row);
 extern void pgrpl_writer_insert_transaction(const PgrplTxnRow *row);
 extern void pgrpl_writer_end(void);
+extern void pgrpl_writer_apply_retention(void);
 extern void pgrpl_writer_reset(void);
 extern bool pgrpl_writer_active(void);
 
