@@ -119,6 +119,7 @@ AS 'MODULE_PATHNAME', 'pgrpl_row_key_hash_v2';
 CREATE FUNCTION pgrpl.storage_version()
 RETURNS integer
 LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS 'SELECT 2';
 
 -- Create (if missing) the partition of subscription sid that holds txn_ids
@@ -217,6 +218,7 @@ SELECT r.sub_id, 0, r.schema_name, r.table_name, NULL, r.cols,
                             AND c3.row_key IS NOT NULL), '{}') AS keys
           FROM pgrpl.change_1_1 c
          WHERE c.schema_name IS NOT NULL
+           AND EXISTS (SELECT FROM pgrpl.subscription s WHERE s.sub_id = c.sub_id)
          GROUP BY c.sub_id, c.schema_name, c.table_name) r
  ORDER BY r.sub_id, r.first_lsn;
 
@@ -228,14 +230,23 @@ SELECT u.sub_id, u.commit_lsn, u.is_txn,
         UNION ALL
         SELECT DISTINCT c.sub_id, c.commit_lsn, false FROM pgrpl.change_1_1 c
          WHERE NOT EXISTS (SELECT FROM pgrpl.transaction_1_1 t
-                            WHERE t.sub_id = c.sub_id AND t.commit_lsn = c.commit_lsn)) u;
+                            WHERE t.sub_id = c.sub_id AND t.commit_lsn = c.commit_lsn)) u
+ WHERE EXISTS (SELECT FROM pgrpl.subscription s WHERE s.sub_id = u.sub_id);
 
+-- Partitions belong to their subscription, not to the extension: created
+-- here (in the extension's script) they would become members of it, which
+-- drop_subscription() and purge() could not drop.
 DO $$
 DECLARE
     sid integer;
+    tab text;
 BEGIN
     FOR sid IN SELECT s.sub_id FROM pgrpl.subscription s LOOP
         PERFORM pgrpl.ensure_partition(sid, 0);
+        FOREACH tab IN ARRAY ARRAY['change_' || sid, 'transaction_' || sid,
+                                   'change_' || sid || '_0', 'transaction_' || sid || '_0'] LOOP
+            EXECUTE format('ALTER EXTENSION pgrpl DROP TABLE pgrpl.%I', tab);
+        END LOOP;
     END LOOP;
 END
 $$;

@@ -140,7 +140,7 @@ SELECT count(*) FROM pgrpl.changes('abuse_r', NULL, NULL, NULL);
 SELECT pgrpl.purge(NULL, '0/0'::pg_lsn);
 SELECT pgrpl.purge('abuse_r', NULL::pg_lsn);
 SELECT pgrpl.purge('abuse_r', NULL::timestamptz);
-SELECT pgrpl.key_hash(NULL, 'abuse_victim', '{"id": 1}') IS NULL AS strict_key_hash;
+SELECT pgrpl.row_key_hash(NULL) IS NULL AS strict_key_hash;
 -- Out-of-range limits.
 SELECT count(*) FROM pgrpl.changes('abuse_r', max_rows => 0);
 SELECT count(*) FROM pgrpl.transactions('abuse_r', max_rows => -1);

@@ -1,31 +1,33 @@
 --
--- keys: the row lookup key (pgrpl.key_hash) the change log is indexed by,
+-- keys: the row lookup key (pgrpl.row_key_hash) the change log is indexed by,
 -- row_history/table_as_of over numeric, bigint, composite and text keys,
 -- and row objects whose jsonb key order differs from the column order.
 --
 \set VERBOSITY terse
 
--- One integer column: the relation's tag, then the integer, so that rows
--- with ascending keys are indexed in order.  Equal numbers are one key.
-SELECT pgrpl.key_hash('public', 't', '{"id": 5}') = pgrpl.key_hash('public', 't', '{"id": 5.0}') AS same_number,
-       pgrpl.key_hash('public', 't', '{"id": 6}') - pgrpl.key_hash('public', 't', '{"id": 5}') AS step,
-       pgrpl.key_hash('public', 't', '{"id": 0}') - pgrpl.key_hash('public', 't', '{"id": -1}') AS step_at_zero,
-       pgrpl.key_hash('public', 't', '{"id": -140737488355328}')
-         < pgrpl.key_hash('public', 't', '{"id": 140737488355327}') AS ordered_over_range,
-       pgrpl.key_hash('public', 't', '{"id": 5}') <> pgrpl.key_hash('public', 'u', '{"id": 5}') AS per_relation,
-       pgrpl.key_hash('public', 't', '{"id": 5}') <> pgrpl.key_hash('other', 't', '{"id": 5}') AS per_schema;
--- Everything else is hashed: fractions, numbers beyond +-2^47, other
+-- One integral number is the number itself, so that rows with ascending
+-- keys are indexed in order (the relation leads the index).  Equal numbers
+-- are one key.
+SELECT pgrpl.row_key_hash('{"id": 5}') = pgrpl.row_key_hash('{"id": 5.0}') AS same_number,
+       pgrpl.row_key_hash('{"id": 5}') AS five,
+       pgrpl.row_key_hash('{"id": 6}') - pgrpl.row_key_hash('{"id": 5}') AS step,
+       pgrpl.row_key_hash('{"id": 0}') - pgrpl.row_key_hash('{"id": -1}') AS step_at_zero,
+       pgrpl.row_key_hash('{"id": -9223372036854775808}') AS int8_min,
+       pgrpl.row_key_hash('{"id": 9223372036854775806}') AS int8_max_less_one,
+       pgrpl.row_key_hash('{"k": 5}') = pgrpl.row_key_hash('{"id": 5}') AS name_not_part;
+-- Everything else is hashed: fractions, numbers beyond int8, other
 -- types, several columns.
-SELECT pgrpl.key_hash('public', 't', '{"id": 5.5}')
-         NOT IN (pgrpl.key_hash('public', 't', '{"id": 5}'), pgrpl.key_hash('public', 't', '{"id": 6}')) AS fraction,
-       pgrpl.key_hash('public', 't', '{"id": 140737488355328}')
-         - pgrpl.key_hash('public', 't', '{"id": 140737488355327}') <> 1 AS beyond_range,
-       pgrpl.key_hash('public', 't', '{"id": -140737488355329}')
-         - pgrpl.key_hash('public', 't', '{"id": -140737488355328}') <> -1 AS below_range,
-       pgrpl.key_hash('public', 't', '{"id": "5"}') <> pgrpl.key_hash('public', 't', '{"id": 5}') AS text_five,
-       pgrpl.key_hash('public', 't', '{"a": 1, "b": 2}') <> pgrpl.key_hash('public', 't', '{"a": 1, "b": 3}') AS composite,
-       pgrpl.key_hash('public', 't', '{"id": 1e400}') IS NOT NULL AS huge,
-       pgrpl.key_hash('public', 't', '[5]') IS NOT NULL AS not_an_object;
+SELECT pgrpl.row_key_hash('{"id": 5.5}')
+         NOT IN (pgrpl.row_key_hash('{"id": 5}'), pgrpl.row_key_hash('{"id": 6}')) AS fraction,
+       pgrpl.row_key_hash('{"id": 9223372036854775808}') <> 0 AS beyond_range,
+       pgrpl.row_key_hash('{"id": "5"}') <> pgrpl.row_key_hash('{"id": 5}') AS text_five,
+       pgrpl.row_key_hash('{"a": 1, "b": 2}') <> pgrpl.row_key_hash('{"a": 1, "b": 3}') AS composite,
+       pgrpl.row_key_hash('{"b": 2, "a": 1}') = pgrpl.row_key_hash('{"a": 1, "b": 2}') AS key_order,
+       pgrpl.row_key_hash('{"id": 1e400}') IS NOT NULL AS huge,
+       pgrpl.row_key_hash('[5]') IS NOT NULL AS not_an_object;
+-- The 1.x function and its C symbol are gone from a 2.0 schema.
+SELECT count(*) AS old_key_hash FROM pg_proc
+ WHERE pronamespace = 'pgrpl'::regnamespace AND proname = 'key_hash';
 
 CREATE TABLE k_num (id numeric PRIMARY KEY, v text);
 CREATE TABLE k_big (id bigint PRIMARY KEY, v text);
@@ -57,8 +59,9 @@ SELECT op, (SELECT array_agg(k) FROM jsonb_object_keys(new) k) AS keys, unchange
 
 -- The worker's key_hash is the SQL function's, for every captured row.
 SELECT count(*) AS rows_with_key,
-       count(*) FILTER (WHERE key_hash IS DISTINCT FROM pgrpl.key_hash(schema_name, table_name, row_key)) AS mismatches
-  FROM pgrpl.change WHERE table_name LIKE 'k\_%';
+       count(*) FILTER (WHERE c.key_hash IS DISTINCT FROM pgrpl.row_key_hash(c.row_key)) AS mismatches
+  FROM pgrpl.change c JOIN pgrpl.relation r USING (rel_id)
+ WHERE r.table_name LIKE 'k\_%' AND c.row_key IS NOT NULL;
 
 SELECT op, new FROM pgrpl.row_history('k', 'k_num', '{"id": 5}');
 SELECT op, new FROM pgrpl.row_history('k', 'k_num', '{"id": 7.50}');

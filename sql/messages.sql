@@ -56,13 +56,19 @@ SELECT convert_from(message_content, 'UTF8') AS text_content
   FROM pgrpl.changes('msg') WHERE message_prefix = 'msg_ünï€ode';
 SELECT message_content = convert_to(repeat('m', 100000), 'UTF8') AS big_intact
   FROM pgrpl.changes('msg') WHERE message_prefix = 'msg_big';
--- A non-transactional message has no transaction row; its commit_lsn is its
--- own LSN, its seq 1.
-SELECT count(*) AS nontx, bool_and(c.commit_lsn = c.lsn AND c.seq = 1) AS own_lsn,
-       bool_and(t.sub_id IS NULL) AS no_transaction_row
+-- A non-transactional message is a unit of its own (state 'm': no xid, no
+-- commit time, not listed by transactions()); its commit_lsn is its own
+-- LSN, its seq 1.
+SELECT count(*) AS nontx, bool_and(t.commit_lsn = c.lsn AND c.seq = 1) AS own_lsn,
+       bool_and(t.state = 'm' AND t.xid IS NULL AND t.commit_time IS NULL
+                AND t.changes = 1) AS message_unit
   FROM pgrpl.change c
-  LEFT JOIN pgrpl.transaction t USING (sub_id, commit_lsn)
+  JOIN pgrpl.transaction t USING (sub_id, txn_id)
  WHERE c.message_prefix IN ('msg_nontx', 'msg_rollback') OR c.message_content = '\xdeadbeef00';
+SELECT count(*) AS listed_as_transactions
+  FROM pgrpl.transactions('msg') t
+  JOIN pgrpl.changes('msg') c USING (commit_lsn)
+ WHERE c.message_prefix IN ('msg_nontx', 'msg_rollback') AND c.xid IS NULL;
 -- pg_logical_emit_message returns the end of the message's WAL record,
 -- where the commit record of the transaction that emitted it can start:
 -- the message's row is one byte before, so it sorts first and cannot be
@@ -73,7 +79,7 @@ SELECT c.lsn = :'inside_end'::pg_lsn - 1 AS just_before_end,
   FROM pgrpl.changes('msg') c WHERE c.message_content = 'inside';
 -- Every other change belongs to a transaction row with the right count.
 SELECT bool_and(t.changes = (SELECT count(*) FROM pgrpl.change c
-                              WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn))
+                              WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id))
        AS counts_match
   FROM pgrpl.transaction t;
 

@@ -84,9 +84,9 @@ SELECT * FROM public.captured('tx') WHERE (coalesce(new, old)->>'id')::int < 100
 -- changes numbered 1..n without gaps.
 SELECT dense_rank() OVER (ORDER BY t.commit_lsn) AS txn, t.changes,
        (SELECT count(*) FROM pgrpl.change c
-         WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn) AS rows,
+         WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id) AS rows,
        (SELECT max(seq) FROM pgrpl.change c
-         WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn) AS max_seq
+         WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id) AS max_seq
   FROM pgrpl.transaction t ORDER BY t.commit_lsn;
 -- Within a transaction, change LSNs grow with seq, and precede the commit.
 SELECT bool_and(ordered) AS lsn_order

@@ -1,8 +1,9 @@
 --
 -- upgrade: ALTER EXTENSION pgrpl UPDATE from 1.0 gives what a fresh
--- install of the default version gives, and brings rows captured under 1.0
--- in line with 1.1's row lookup key.  Runs after teardown (nothing is
--- captured any more); leaves a fresh default install behind.
+-- install of the default version gives; and a log captured in the 1.1
+-- layout reads the same through every read function after the update to
+-- 2.0, and the subscription goes on capturing after it.  Runs after
+-- teardown; leaves a fresh default install behind.
 --
 \set VERBOSITY terse
 
@@ -31,39 +32,129 @@ CREATE FUNCTION pg_temp.pgrpl_shape() RETURNS SETOF text LANGUAGE sql AS $$
        AND objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'pgrpl'::regnamespace)
 $$;
 
-DROP EXTENSION pgrpl;
-CREATE EXTENSION pgrpl VERSION '1.0';
-SELECT extversion FROM pg_extension WHERE extname = 'pgrpl';
+-- A capture to upgrade: keys, a key change, TOASTed values left
+-- unchanged, a delete, a truncate, messages in and out of transactions.
+CREATE TABLE up_t (id int PRIMARY KEY, v text, big text);
+ALTER TABLE up_t ALTER big SET STORAGE EXTERNAL;
+CREATE TABLE up_u (k text PRIMARY KEY, n int);
+CREATE PUBLICATION up_pub FOR TABLE up_t, up_u;
+SELECT public.create_sub('up', ARRAY['up_pub']);
+INSERT INTO up_t SELECT i, 'v' || i, repeat(md5(i::text), 100) FROM generate_series(1, 5) i;
+INSERT INTO up_u VALUES ('a', 1), ('b', 2);
+SELECT pg_current_wal_lsn() AS mid_lsn \gset
+BEGIN;
+UPDATE up_t SET v = 'changed' WHERE id = 2;
+UPDATE up_t SET id = 20 WHERE id = 3;
+SELECT pg_logical_emit_message(true, 'up_tx', 'in a transaction') IS NOT NULL AS msg;
+COMMIT;
+SELECT pg_logical_emit_message(false, 'up_nontx', 'on its own') IS NOT NULL AS msg;
+DELETE FROM up_t WHERE id = 4;
+TRUNCATE up_u;
+INSERT INTO up_u VALUES ('c', 3);
+SELECT public.wait_sub('up');
 
--- Rows as 1.0 wrote them: hash lookup keys (here any value 1.1 would not
--- give), one key change, one message without a key.
-INSERT INTO pgrpl.change (sub_id, commit_lsn, seq, lsn, op, schema_name, table_name,
-                          new, row_key, key_hash, old_key)
-VALUES (1, '0/100', 1, '0/100', 'I', 'public', 't', '{"id": 5}', '{"id": 5}', 12345, NULL),
-       (1, '0/200', 1, '0/200', 'U', 'public', 't', '{"id": 6}', '{"id": 6}', 999, '{"id": 5}'),
-       (1, '0/300', 1, '0/300', 'I', 'public', 'u', '{"k": "x"}', '{"k": "x"}', 1, NULL),
-       (1, '0/400', 1, '0/400', 'M', NULL, NULL, NULL, NULL, NULL, NULL);
-SELECT count(*) FILTER (WHERE key_hash IS DISTINCT FROM pgrpl.key_hash(schema_name, table_name, row_key)) AS stale
-  FROM pgrpl.change WHERE row_key IS NOT NULL;
+-- What every read function says before the update.
+CREATE TEMP TABLE before_changes AS SELECT * FROM pgrpl.changes('up');
+CREATE TEMP TABLE before_txns AS SELECT * FROM pgrpl.transactions('up');
+CREATE TEMP TABLE before_reads AS
+SELECT 'history 2' AS what, to_jsonb(h) AS v FROM pgrpl.row_history('up', 'up_t', '{"id": 2}') h
+UNION ALL SELECT 'history 20', to_jsonb(h) FROM pgrpl.row_history('up', 'up_t', '{"id": 3}') h
+UNION ALL SELECT 'as_of now', t FROM pgrpl.table_as_of('up', 'up_t') t
+UNION ALL SELECT 'as_of mid', t FROM pgrpl.table_as_of('up', 'up_t', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'u now', t FROM pgrpl.table_as_of('up', 'up_u') t
+UNION ALL SELECT 'u mid', t FROM pgrpl.table_as_of('up', 'up_u', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'rel changes', to_jsonb(c) FROM pgrpl.changes('up', relation => 'up_u') c
+UNION ALL SELECT 'max_rows', to_jsonb(c) FROM pgrpl.changes('up', max_rows => 3) c;
+SELECT count(*) AS changes, count(DISTINCT commit_lsn) AS units FROM before_changes;
+
+-- The same log in the layout 1.1 wrote: one row per change with its
+-- transaction's commit LSN and the relation's names; messages outside a
+-- transaction have no transaction row.
+SELECT pgrpl.disable_subscription('up');
+SELECT public.wait_stopped('up');
+CREATE TEMP TABLE old_sub AS
+SELECT sub_id, sub_name, conninfo, publications, slot_name, system_identifier, start_lsn
+  FROM pgrpl.subscription;
+CREATE TEMP TABLE old_change AS
+SELECT c.sub_id, t.commit_lsn, c.seq, c.lsn, c.op, r.schema_name, r.table_name,
+       c.old, c.new, c.unchanged, c.message_prefix, c.message_content, c.row_key, c.old_key
+  FROM pgrpl.change c JOIN pgrpl.transaction t USING (sub_id, txn_id)
+  LEFT JOIN pgrpl.relation r USING (rel_id)
+ WHERE t.commit_lsn IS NOT NULL;
+CREATE TEMP TABLE old_txn AS
+SELECT sub_id, commit_lsn, end_lsn, xid, commit_time, origin, origin_lsn, changes
+  FROM pgrpl.transaction WHERE state = 'c';
+SELECT pg_replication_origin_progress(roname, false) AS progress
+  FROM pg_replication_origin \gset
+SELECT pgrpl.drop_subscription('up', drop_slot => false);
+DROP EXTENSION pgrpl;
+CREATE EXTENSION pgrpl VERSION '1.1';
+INSERT INTO pgrpl.subscription (sub_id, sub_name, enabled, conninfo, publications,
+                                slot_name, system_identifier, start_lsn)
+OVERRIDING SYSTEM VALUE
+SELECT sub_id, sub_name, false, conninfo, publications, slot_name, system_identifier, start_lsn
+  FROM old_sub;
+INSERT INTO pgrpl.transaction SELECT * FROM old_txn;
+INSERT INTO pgrpl.change (sub_id, commit_lsn, seq, lsn, op, schema_name, table_name, old, new,
+                          unchanged, message_prefix, message_content, row_key, key_hash, old_key)
+SELECT sub_id, commit_lsn, seq, lsn, op, schema_name, table_name, old, new, unchanged,
+       message_prefix, message_content, row_key,
+       pgrpl.key_hash(schema_name, table_name, row_key), old_key
+  FROM old_change;
+-- The origin survives an upgrade; here it was dropped with the subscription.
+SELECT pg_replication_origin_create('pgrpl_' || d.oid || '_' || s.sub_id) IS NOT NULL AS origin
+  FROM pg_database d, old_sub s WHERE d.datname = current_database();
+SELECT pg_replication_origin_advance(roname, :'progress') FROM pg_replication_origin;
+
+-- A 2.0 library does not write into a 1.1 schema: the worker refuses.
+SELECT pgrpl.enable_subscription('up');
+SELECT public.poll_until($$SELECT last_error IS NOT NULL FROM pgrpl.stat_subscription$$);
+SELECT state, last_error FROM pgrpl.stat_subscription;
+SELECT pgrpl.disable_subscription('up');
+SELECT public.wait_stopped('up');
 
 ALTER EXTENSION pgrpl UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pgrpl';
-SELECT count(*) FILTER (WHERE key_hash IS DISTINCT FROM pgrpl.key_hash(schema_name, table_name, row_key)) AS stale,
-       count(*) FILTER (WHERE row_key IS NULL AND key_hash IS NULL) AS keyless
-  FROM pgrpl.change;
--- Both lookup indexes find the rows by 1.1's key.
-SET enable_seqscan = off;
-SET enable_bitmapscan = off;
-SELECT commit_lsn FROM pgrpl.change
- WHERE sub_id = 1 AND key_hash = pgrpl.key_hash('public', 't', '{"id": 6}');
-SELECT commit_lsn FROM pgrpl.change
- WHERE sub_id = 1 AND old_key IS NOT NULL
-   AND pgrpl.key_hash(schema_name, table_name, old_key) = pgrpl.key_hash('public', 't', '{"id": 5}');
-RESET enable_seqscan;
-RESET enable_bitmapscan;
 
+-- Every read function says the same as before (nothing missing, nothing more).
+SELECT (SELECT count(*) FROM (TABLE before_changes EXCEPT ALL SELECT * FROM pgrpl.changes('up')) x) AS lost,
+       (SELECT count(*) FROM (SELECT * FROM pgrpl.changes('up') EXCEPT ALL TABLE before_changes) x) AS gained;
+SELECT (SELECT count(*) FROM (TABLE before_txns EXCEPT ALL SELECT * FROM pgrpl.transactions('up')) x) AS lost,
+       (SELECT count(*) FROM (SELECT * FROM pgrpl.transactions('up') EXCEPT ALL TABLE before_txns) x) AS gained;
+CREATE TEMP TABLE after_reads AS
+SELECT 'history 2' AS what, to_jsonb(h) AS v FROM pgrpl.row_history('up', 'up_t', '{"id": 2}') h
+UNION ALL SELECT 'history 20', to_jsonb(h) FROM pgrpl.row_history('up', 'up_t', '{"id": 3}') h
+UNION ALL SELECT 'as_of now', t FROM pgrpl.table_as_of('up', 'up_t') t
+UNION ALL SELECT 'as_of mid', t FROM pgrpl.table_as_of('up', 'up_t', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'u now', t FROM pgrpl.table_as_of('up', 'up_u') t
+UNION ALL SELECT 'u mid', t FROM pgrpl.table_as_of('up', 'up_u', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'rel changes', to_jsonb(c) FROM pgrpl.changes('up', relation => 'up_u') c
+UNION ALL SELECT 'max_rows', to_jsonb(c) FROM pgrpl.changes('up', max_rows => 3) c;
+SELECT what, count(*) AS rows FROM before_reads GROUP BY what ORDER BY what;
+(SELECT 'lost' AS d, * FROM before_reads EXCEPT ALL SELECT 'lost', * FROM after_reads)
+UNION ALL
+(SELECT 'gained', * FROM after_reads EXCEPT ALL SELECT 'gained', * FROM before_reads);
+-- Relation versions rebuilt from the 1.1 rows (types were not recorded).
+SELECT schema_name, table_name, columns, column_types, key_columns FROM pgrpl.relations('up');
+
+-- The subscription captures on from where it was, after the migrated log.
+SELECT pgrpl.enable_subscription('up');
+INSERT INTO up_t VALUES (6, 'after the update', 'x');
+SELECT public.wait_sub('up');
+SELECT count(*) AS new_changes, bool_and(c.commit_lsn > (SELECT max(commit_lsn) FROM before_changes)) AS after_old
+  FROM pgrpl.changes('up') c WHERE NOT EXISTS (SELECT FROM before_changes b WHERE b.commit_lsn = c.commit_lsn);
+SELECT op, new FROM pgrpl.row_history('up', 'up_t', '{"id": 6}');
+SELECT pgrpl.drop_subscription('up');
+DROP PUBLICATION up_pub;
+DROP TABLE up_t, up_u;
+
+-- 1.0 updated to the default version is what a fresh install gives.
+DROP EXTENSION pgrpl;
+CREATE EXTENSION pgrpl VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'pgrpl';
+ALTER EXTENSION pgrpl UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pgrpl';
 CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.pgrpl_shape() s;
-TRUNCATE pgrpl.change;
 DROP EXTENSION pgrpl;
 CREATE EXTENSION pgrpl;
 CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.pgrpl_shape() s;
