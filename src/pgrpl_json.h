@@ -26,17 +26,31 @@ typedef enum PgrplJsonKind
 	PGRPL_JSON_VIA_TO_JSONB		/* arrays, composites, casts: to_jsonb() */
 } PgrplJsonKind;
 
+/*
+ * One column of a remote relation.  name, is_key and remote_typid come
+ * from the primary and never change.  The rest is the column's
+ * resolution against this server's catalogs: a catalog change it depends on
+ * (a type dropped, recreated, renamed, a schema renamed, a cast to json
+ * added ...) marks the relation stale, and the next conversion resolves it
+ * again, so outside this module only the first three fields are stable.
+ */
 typedef struct PgrplColumn
 {
 	char	   *name;
 	bool		is_key;
 	Oid			remote_typid;
+
+	/* resolution, see above */
 	Oid			local_typid;	/* base type; InvalidOid if unknown here */
 	int32		typmod;
 	PgrplJsonKind kind;
 	FmgrInfo	infunc;			/* DATETIME and VIA_TO_JSONB */
 	Oid			typioparam;
 	FmgrInfo	tojsonb;		/* VIA_TO_JSONB */
+	/* syscache hash values of the entries the resolution was made from */
+	uint32		name_hash;		/* TYPENAMENSP: the type's name looked up */
+	uint32		type_hash;		/* TYPEOID: the local type found */
+	uint32		infunc_hash;	/* PROCOID: infunc's function */
 } PgrplColumn;
 
 typedef struct PgrplRelation
@@ -51,7 +65,11 @@ typedef struct PgrplRelation
 	int		   *json_order;		/* column numbers in jsonb key order */
 	bool		json_direct;	/* pairs can be built in that order */
 	bool		skip;			/* our own change log on a loopback primary */
+	bool		user_types;		/* some column has a non-built-in type */
+	bool		stale;			/* resolve the columns again before use */
 	MemoryContext cxt;			/* owns everything above but the key */
+	MemoryContext typecxt;		/* child of cxt: the current resolution's
+								 * FmgrInfo data, reset to resolve again */
 } PgrplRelation;
 
 extern void pgrpl_relmap_reset(void);
