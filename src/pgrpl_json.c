@@ -134,6 +134,29 @@ pgrpl_local_type(PgrplColumn *col)
 						   ObjectIdGetDatum(nspoid));
 }
 
+/*
+ * The name of a column's type as the primary names it (see PgrplColumn in
+ * the header).  It depends on the primary only, not on this server's types.
+ */
+static char *
+pgrpl_type_name(Oid remoteid)
+{
+	PgrplRemoteType *entry;
+	char	   *name;
+
+	if (PGRPL_BUILTIN_TYPE(remoteid))
+	{
+		name = format_type_extended(remoteid, -1,
+									FORMAT_TYPE_TYPEMOD_GIVEN |
+									FORMAT_TYPE_INVALID_AS_NULL);
+		if (name != NULL)
+			return name;
+	}
+	else if ((entry = hash_search(pgrpl_typmap, &remoteid, HASH_FIND, NULL)) != NULL)
+		return quote_qualified_identifier(entry->nspname, entry->typname);
+	return psprintf("unknown type %u", remoteid);
+}
+
 /* Mirror of to_jsonb()'s categorization of a (base) type. */
 static PgrplJsonKind
 pgrpl_json_kind(Oid basetype)
@@ -342,6 +365,8 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 		rel->user_types |= !PGRPL_BUILTIN_TYPE(col->remote_typid);
 	}
 	pgrpl_relation_json_order(rel);
+	for (int i = 0; i < remote->natts; i++)
+		rel->cols[i].type_name = pgrpl_type_name(rel->cols[i].remote_typid);
 	MemoryContextSwitchTo(oldcxt);
 
 	pgrpl_relation_resolve(rel);

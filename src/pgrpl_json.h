@@ -27,16 +27,29 @@ typedef enum PgrplJsonKind
 } PgrplJsonKind;
 
 /*
- * One column of a remote relation.  name, is_key and remote_typid come
- * from the primary and never change.  The rest is the column's
+ * One column of a remote relation.  name, type_name, is_key and remote_typid
+ * come from the primary and never change.  The rest is the column's
  * resolution against this server's catalogs: a catalog change it depends on
  * (a type dropped, recreated, renamed, a schema renamed, a cast to json
  * added ...) marks the relation stale, and the next conversion resolves it
- * again, so outside this module only the first three fields are stable.
+ * again, so outside this module only the first four fields are stable.
  */
 typedef struct PgrplColumn
 {
 	char	   *name;
+
+	/*
+	 * The column's type as the primary names it, in the relation's context:
+	 * a built-in type (same oid on both sides) as format_type_with_typemod()
+	 * gives it, e.g. "integer" or "timestamp with time zone"; any other type
+	 * schema-qualified (and quoted as needed) from the primary's TYPE
+	 * message, e.g. public.mood, whether or not it exists here.  pgoutput
+	 * names a domain by its base type (pg_catalog.int4, public.pair) and an
+	 * array of a user type by its catalog name (public._mood).  The typmod
+	 * is not shown: the server's logicalrep_read_rel() drops it.  A type
+	 * known from neither is "unknown type <oid>".
+	 */
+	char	   *type_name;
 	bool		is_key;
 	Oid			remote_typid;
 
