@@ -658,6 +658,26 @@ pgrpl_column_names(PgrplRelation *rel, int *cols, int ncols)
 	return construct_array(names, ncols, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
+/* Error context of a tuple's conversion: which column failed. */
+typedef struct PgrplConvertState
+{
+	PgrplRelation *rel;
+	int			col;			/* column being converted, or -1 */
+} PgrplConvertState;
+
+static void
+pgrpl_convert_error_callback(void *arg)
+{
+	PgrplConvertState *state = (PgrplConvertState *) arg;
+	PgrplColumn *col;
+
+	if (state->col < 0)
+		return;
+	col = &state->rel->cols[state->col];
+	errcontext("converting column \"%s\" (type %s) of remote relation \"%s.%s\" to jsonb",
+			   col->name, col->type_name, state->rel->nspname, state->rel->relname);
+}
+
 /*
  * Build the jsonb object of one tuple.  keys_only keeps just the replica
  * identity columns.  A column sent as unchanged TOAST is taken from
@@ -675,6 +695,8 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 	JsonbValue *res;
 	int		   *unchanged_cols = NULL;
 	int			nunchanged = 0;
+	PgrplConvertState convert = {rel, -1};
+	ErrorContextCallback errcallback;
 
 	pgrpl_check_ncols(rel, tup);
 	if (fallback != NULL)
@@ -682,6 +704,12 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 	/* A catalog change since the last tuple: see pgrpl_relmap_inval. */
 	if (unlikely(rel->stale))
 		pgrpl_relation_resolve(rel);
+
+	/* Set once per tuple: per value, only the column number changes. */
+	errcallback.callback = pgrpl_convert_error_callback;
+	errcallback.arg = &convert;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	if (rel->json_direct)
 	{
@@ -715,16 +743,19 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 			JsonbPair  *pair = &obj.val.object.pairs[obj.val.object.nPairs];
 
 			pgrpl_string_value(&pair->key, col->name, strlen(col->name));
+			convert.col = i;
 			pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i],
 							   &pair->value);
 			pair->order = obj.val.object.nPairs++;
 			continue;
 		}
+		convert.col = i;
 		pgrpl_string_value(&key, col->name, strlen(col->name));
 		pushJsonbValue(&state, WJB_KEY, &key);
 		pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i], &val);
 		pushJsonbValue(&state, WJB_VALUE, &val);
 	}
+	error_context_stack = errcallback.previous;
 	if (!rel->json_direct)
 		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 
