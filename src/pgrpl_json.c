@@ -9,11 +9,17 @@
  * specially are converted: bool, numbers, date/time, json(b), and arrays,
  * composites and types with a cast to json, which go through the local
  * input function and the real to_jsonb().  A type unknown here stays text.
+ *
+ * How a column converts is resolved once per RELATION message and cached.
+ * Built-in types never change; the resolution of any other type follows
+ * this server's catalogs through syscache invalidation callbacks, which
+ * mark the relation stale so that its next conversion resolves it again.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
@@ -23,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -44,6 +51,8 @@ static HTAB *pgrpl_typmap = NULL;
 static MemoryContext pgrpl_relmap_cxt = NULL;
 static bool pgrpl_loopback = false;
 
+static void pgrpl_relmap_register_callbacks(void);
+
 /* Forget everything: a new walsender session resends all it needs. */
 void
 pgrpl_relmap_reset(void)
@@ -51,9 +60,12 @@ pgrpl_relmap_reset(void)
 	HASHCTL		ctl;
 
 	if (pgrpl_relmap_cxt == NULL)
+	{
+		pgrpl_relmap_register_callbacks();
 		pgrpl_relmap_cxt = AllocSetContextCreate(TopMemoryContext,
 												 "pgrpl relation map",
 												 ALLOCSET_DEFAULT_SIZES);
+	}
 	else
 		MemoryContextReset(pgrpl_relmap_cxt);
 
@@ -88,30 +100,61 @@ pgrpl_relmap_add_type(LogicalRepTyp *typ)
 	strlcpy(entry->typname, typ->typname, NAMEDATALEN);
 }
 
+/* Built-in types have the same oid on every server and never change. */
+#define PGRPL_BUILTIN_TYPE(typid)	((typid) < FirstGenbkiObjectId)
+
 /*
- * The local type for a remote type oid: built-in oids (below
- * FirstGenbkiObjectId, for which pgoutput sends no TYPE message) are the
- * same everywhere; others are matched by schema-qualified name.
+ * The local type for a column's remote type: built-in oids (for which
+ * pgoutput sends no TYPE message) are the same everywhere; others are
+ * matched by schema-qualified name, whose TYPENAMENSP hash is remembered so
+ * that a type created under that name later is noticed.
  */
 static Oid
-pgrpl_local_type(Oid remoteid)
+pgrpl_local_type(PgrplColumn *col)
 {
 	PgrplRemoteType *entry;
 	Oid			nspoid;
 
-	if (remoteid < FirstGenbkiObjectId)
-		return SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(remoteid)) ?
-			remoteid : InvalidOid;
+	if (PGRPL_BUILTIN_TYPE(col->remote_typid))
+		return SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(col->remote_typid)) ?
+			col->remote_typid : InvalidOid;
 
-	entry = hash_search(pgrpl_typmap, &remoteid, HASH_FIND, NULL);
+	entry = hash_search(pgrpl_typmap, &col->remote_typid, HASH_FIND, NULL);
 	if (entry == NULL)
 		return InvalidOid;
+	/* No such schema (yet): any schema change marks the column stale. */
 	nspoid = LookupExplicitNamespace(entry->nspname, true);
 	if (!OidIsValid(nspoid))
 		return InvalidOid;
+	col->name_hash = GetSysCacheHashValue2(TYPENAMENSP,
+										   CStringGetDatum(entry->typname),
+										   ObjectIdGetDatum(nspoid));
 	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
 						   CStringGetDatum(entry->typname),
 						   ObjectIdGetDatum(nspoid));
+}
+
+/*
+ * The name of a column's type as the primary names it (see PgrplColumn in
+ * the header).  It depends on the primary only, not on this server's types.
+ */
+static char *
+pgrpl_type_name(Oid remoteid)
+{
+	PgrplRemoteType *entry;
+	char	   *name;
+
+	if (PGRPL_BUILTIN_TYPE(remoteid))
+	{
+		name = format_type_extended(remoteid, -1,
+									FORMAT_TYPE_TYPEMOD_GIVEN |
+									FORMAT_TYPE_INVALID_AS_NULL);
+		if (name != NULL)
+			return name;
+	}
+	else if ((entry = hash_search(pgrpl_typmap, &remoteid, HASH_FIND, NULL)) != NULL)
+		return quote_qualified_identifier(entry->nspname, entry->typname);
+	return psprintf("unknown type %u", remoteid);
 }
 
 /* Mirror of to_jsonb()'s categorization of a (base) type. */
@@ -151,16 +194,24 @@ pgrpl_json_kind(Oid basetype)
 	return PGRPL_JSON_TEXT;
 }
 
+/*
+ * Resolve how a column's values convert, with FmgrInfo data in "cxt", and
+ * remember the hash values of the syscache entries that relied on.
+ */
 static void
 pgrpl_column_resolve(PgrplColumn *col, MemoryContext cxt)
 {
-	Oid			local = pgrpl_local_type(col->remote_typid);
+	Oid			local;
 	Oid			infuncoid;
 
 	col->kind = PGRPL_JSON_TEXT;
 	col->local_typid = InvalidOid;
+	col->typmod = -1;
+	col->name_hash = col->type_hash = col->infunc_hash = 0;
+	local = pgrpl_local_type(col);
 	if (!OidIsValid(local))
 		return;
+	col->type_hash = GetSysCacheHashValue1(TYPEOID, ObjectIdGetDatum(local));
 
 	/* to_jsonb() looks through domains; parsing as the base type also
 	 * keeps a stricter local domain from rejecting the primary's data. */
@@ -170,6 +221,7 @@ pgrpl_column_resolve(PgrplColumn *col, MemoryContext cxt)
 		return;
 
 	getTypeInputInfo(col->local_typid, &infuncoid, &col->typioparam);
+	col->infunc_hash = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(infuncoid));
 	fmgr_info_cxt(infuncoid, &col->infunc, cxt);
 	if (col->kind == PGRPL_JSON_VIA_TO_JSONB)
 	{
@@ -214,10 +266,7 @@ pgrpl_key_order_cmp(const void *a, const void *b, void *arg)
  * Sort the columns once per RELATION message into the order jsonb keeps
  * object keys in, so that a tuple's object can be built as a ready pair
  * array (pgrpl_build_jsonb) instead of through pushJsonbValue, which copies
- * every pair and sorts them again for each row.  Not for relations with
- * duplicate column names (only a hostile primary sends them: jsonb keeps
- * one) or with json/composite values (nested containers need the push
- * path): those keep the generic build.
+ * every pair and sorts them again for each row.
  */
 static void
 pgrpl_relation_json_order(PgrplRelation *rel)
@@ -227,6 +276,17 @@ pgrpl_relation_json_order(PgrplRelation *rel)
 		rel->json_order[i] = i;
 	qsort_arg(rel->json_order, rel->natts, sizeof(int), pgrpl_key_order_cmp,
 			  rel->cols);
+}
+
+/*
+ * Whether that order can be used, after each resolution: not for relations
+ * with duplicate column names (only a hostile primary sends them: jsonb
+ * keeps one) or with json/composite values (nested containers need the push
+ * path): those keep the generic build.
+ */
+static void
+pgrpl_relation_json_direct(PgrplRelation *rel)
+{
 	rel->json_direct = true;
 	for (int i = 0; i < rel->natts; i++)
 	{
@@ -237,6 +297,33 @@ pgrpl_relation_json_order(PgrplRelation *rel)
 										  &rel->json_order[i], rel->cols) == 0))
 			rel->json_direct = false;
 	}
+}
+
+/*
+ * Resolve every column of "rel" against the current catalogs, replacing
+ * what an earlier resolution cached.  Needs a transaction.
+ */
+static void
+pgrpl_relation_resolve(PgrplRelation *rel)
+{
+	Assert(IsTransactionState());
+
+	/* Cleared first: an invalidation during the lookups marks it again. */
+	rel->stale = false;
+	MemoryContextReset(rel->typecxt);
+	PG_TRY();
+	{
+		for (int i = 0; i < rel->natts; i++)
+			pgrpl_column_resolve(&rel->cols[i], rel->typecxt);
+	}
+	PG_CATCH();
+	{
+		/* Columns not reached still point into typecxt: never use them. */
+		rel->stale = true;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	pgrpl_relation_json_direct(rel);
 }
 
 /* Remember a RELATION message.  Needs a transaction for type lookups. */
@@ -252,8 +339,12 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 	rel = hash_search(pgrpl_relmap, &remote->remoteid, HASH_ENTER, &found);
 	if (found)
 		MemoryContextDelete(rel->cxt);
+	/* pgrpl_relmap_inval skips it until pgrpl_relation_resolve. */
+	rel->stale = true;
 	rel->cxt = AllocSetContextCreate(pgrpl_relmap_cxt, "pgrpl relation",
 									 ALLOCSET_SMALL_SIZES);
+	rel->typecxt = AllocSetContextCreate(rel->cxt, "pgrpl relation types",
+										 ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(rel->cxt);
 	rel->nspname = pstrdup(remote->nspname);
 	rel->relname = pstrdup(remote->relname);
@@ -262,6 +353,7 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 	rel->cols = palloc0(sizeof(PgrplColumn) * Max(remote->natts, 1));
 	rel->skip = pgrpl_loopback && strcmp(rel->nspname, PGRPL_SCHEMA) == 0;
 	rel->nkeys = 0;
+	rel->user_types = false;
 	for (int i = 0; i < remote->natts; i++)
 	{
 		PgrplColumn *col = &rel->cols[i];
@@ -270,12 +362,80 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 		col->is_key = bms_is_member(i, remote->attkeys);
 		rel->nkeys += col->is_key ? 1 : 0;
 		col->remote_typid = remote->atttyps[i];
-		col->typmod = -1;
-		pgrpl_column_resolve(col, rel->cxt);
+		rel->user_types |= !PGRPL_BUILTIN_TYPE(col->remote_typid);
 	}
 	pgrpl_relation_json_order(rel);
+	for (int i = 0; i < remote->natts; i++)
+		rel->cols[i].type_name = pgrpl_type_name(rel->cols[i].remote_typid);
 	MemoryContextSwitchTo(oldcxt);
+
+	pgrpl_relation_resolve(rel);
 	return rel;
+}
+
+/*
+ * Does the resolution of "col" depend on the syscache entry of "cacheid"
+ * with "hashvalue" (0: every entry, after a cache reset)?
+ */
+static bool
+pgrpl_column_depends(PgrplColumn *col, int cacheid, uint32 hashvalue)
+{
+	if (PGRPL_BUILTIN_TYPE(col->remote_typid))
+		return false;
+	if (hashvalue == 0)
+		return true;
+	switch (cacheid)
+	{
+		case TYPENAMENSP:
+			return hashvalue == col->name_hash;
+		case TYPEOID:
+			return hashvalue == col->type_hash;
+		case PROCOID:
+			return hashvalue == col->infunc_hash;
+		default:
+			/* which schema a name resolves in, casts to json: rare */
+			return true;
+	}
+}
+
+/*
+ * Syscache invalidation callback: mark the relations whose resolution
+ * depended on the changed entry stale.  Only flags: the FmgrInfos may be in
+ * use right now, pgrpl_build_jsonb resolves the relation again before its
+ * next tuple.
+ */
+static void
+pgrpl_relmap_inval(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	PgrplRelation *rel;
+
+	if (pgrpl_relmap == NULL)
+		return;
+	hash_seq_init(&status, pgrpl_relmap);
+	while ((rel = hash_seq_search(&status)) != NULL)
+	{
+		if (!rel->user_types || rel->stale)
+			continue;
+		for (int i = 0; i < rel->natts && !rel->stale; i++)
+			rel->stale = pgrpl_column_depends(&rel->cols[i], cacheid, hashvalue);
+	}
+}
+
+/*
+ * Once per process: the catalog entries a column's resolution reads.  Types
+ * by oid and by name, their input functions, casts to json (whether a type
+ * converts through to_jsonb) and schemas (a renamed or new schema changes
+ * which local type a remote name finds).
+ */
+static void
+pgrpl_relmap_register_callbacks(void)
+{
+	CacheRegisterSyscacheCallback(TYPEOID, pgrpl_relmap_inval, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPENAMENSP, pgrpl_relmap_inval, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, pgrpl_relmap_inval, (Datum) 0);
+	CacheRegisterSyscacheCallback(CASTSOURCETARGET, pgrpl_relmap_inval, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, pgrpl_relmap_inval, (Datum) 0);
 }
 
 PgrplRelation *
@@ -498,6 +658,26 @@ pgrpl_column_names(PgrplRelation *rel, int *cols, int ncols)
 	return construct_array(names, ncols, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
+/* Error context of a tuple's conversion: which column failed. */
+typedef struct PgrplConvertState
+{
+	PgrplRelation *rel;
+	int			col;			/* column being converted, or -1 */
+} PgrplConvertState;
+
+static void
+pgrpl_convert_error_callback(void *arg)
+{
+	PgrplConvertState *state = (PgrplConvertState *) arg;
+	PgrplColumn *col;
+
+	if (state->col < 0)
+		return;
+	col = &state->rel->cols[state->col];
+	errcontext("converting column \"%s\" (type %s) of remote relation \"%s.%s\" to jsonb",
+			   col->name, col->type_name, state->rel->nspname, state->rel->relname);
+}
+
 /*
  * Build the jsonb object of one tuple.  keys_only keeps just the replica
  * identity columns.  A column sent as unchanged TOAST is taken from
@@ -515,10 +695,21 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 	JsonbValue *res;
 	int		   *unchanged_cols = NULL;
 	int			nunchanged = 0;
+	PgrplConvertState convert = {rel, -1};
+	ErrorContextCallback errcallback;
 
 	pgrpl_check_ncols(rel, tup);
 	if (fallback != NULL)
 		pgrpl_check_ncols(rel, fallback);
+	/* A catalog change since the last tuple: see pgrpl_relmap_inval. */
+	if (unlikely(rel->stale))
+		pgrpl_relation_resolve(rel);
+
+	/* Set once per tuple: per value, only the column number changes. */
+	errcallback.callback = pgrpl_convert_error_callback;
+	errcallback.arg = &convert;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	if (rel->json_direct)
 	{
@@ -552,16 +743,19 @@ pgrpl_build_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup, bool keys_only,
 			JsonbPair  *pair = &obj.val.object.pairs[obj.val.object.nPairs];
 
 			pgrpl_string_value(&pair->key, col->name, strlen(col->name));
+			convert.col = i;
 			pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i],
 							   &pair->value);
 			pair->order = obj.val.object.nPairs++;
 			continue;
 		}
+		convert.col = i;
 		pgrpl_string_value(&key, col->name, strlen(col->name));
 		pushJsonbValue(&state, WJB_KEY, &key);
 		pgrpl_column_value(rel, col, src->colstatus[i], &src->colvalues[i], &val);
 		pushJsonbValue(&state, WJB_VALUE, &val);
 	}
+	error_context_stack = errcallback.previous;
 	if (!rel->json_direct)
 		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 

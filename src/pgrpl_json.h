@@ -26,17 +26,44 @@ typedef enum PgrplJsonKind
 	PGRPL_JSON_VIA_TO_JSONB		/* arrays, composites, casts: to_jsonb() */
 } PgrplJsonKind;
 
+/*
+ * One column of a remote relation.  name, type_name, is_key and remote_typid
+ * come from the primary and never change.  The rest is the column's
+ * resolution against this server's catalogs: a catalog change it depends on
+ * (a type dropped, recreated, renamed, a schema renamed, a cast to json
+ * added ...) marks the relation stale, and the next conversion resolves it
+ * again, so outside this module only the first four fields are stable.
+ */
 typedef struct PgrplColumn
 {
 	char	   *name;
+
+	/*
+	 * The column's type as the primary names it, in the relation's context:
+	 * a built-in type (same oid on both sides) as format_type_with_typemod()
+	 * gives it, e.g. "integer" or "timestamp with time zone"; any other type
+	 * schema-qualified (and quoted as needed) from the primary's TYPE
+	 * message, e.g. public.mood, whether or not it exists here.  pgoutput
+	 * names a domain by its base type (pg_catalog.int4, public.pair) and an
+	 * array of a user type by its catalog name (public._mood).  The typmod
+	 * is not shown: the server's logicalrep_read_rel() drops it.  A type
+	 * known from neither is "unknown type <oid>".
+	 */
+	char	   *type_name;
 	bool		is_key;
 	Oid			remote_typid;
+
+	/* resolution, see above */
 	Oid			local_typid;	/* base type; InvalidOid if unknown here */
 	int32		typmod;
 	PgrplJsonKind kind;
 	FmgrInfo	infunc;			/* DATETIME and VIA_TO_JSONB */
 	Oid			typioparam;
 	FmgrInfo	tojsonb;		/* VIA_TO_JSONB */
+	/* syscache hash values of the entries the resolution was made from */
+	uint32		name_hash;		/* TYPENAMENSP: the type's name looked up */
+	uint32		type_hash;		/* TYPEOID: the local type found */
+	uint32		infunc_hash;	/* PROCOID: infunc's function */
 } PgrplColumn;
 
 typedef struct PgrplRelation
@@ -51,7 +78,11 @@ typedef struct PgrplRelation
 	int		   *json_order;		/* column numbers in jsonb key order */
 	bool		json_direct;	/* pairs can be built in that order */
 	bool		skip;			/* our own change log on a loopback primary */
+	bool		user_types;		/* some column has a non-built-in type */
+	bool		stale;			/* resolve the columns again before use */
 	MemoryContext cxt;			/* owns everything above but the key */
+	MemoryContext typecxt;		/* child of cxt: the current resolution's
+								 * FmgrInfo data, reset to resolve again */
 } PgrplRelation;
 
 extern void pgrpl_relmap_reset(void);
