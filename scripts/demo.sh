@@ -31,7 +31,7 @@ cleanup() {
         fi
         pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m fast -w >/dev/null 2>&1 || true
     done
-    rm -rf "$DEMO"
+    cd / && rm -rf "$DEMO"
     if ((rc == 0)); then echo "servers stopped, $DEMO removed"; else echo "demo FAILED (exit status $rc)" >&2; fi
 }
 
@@ -57,8 +57,8 @@ trap 'exit 143' INT TERM HUP
 pgrpl_banner "dependencies"
 pgrpl_install_deps
 
-DEMO=$(mktemp -d /tmp/pgrpl-demo.XXXXXX)
-chown "$PGRPL_PG_USER": "$DEMO"
+DEMO=$(pgrpl_make_workdir demo)
+cd "$DEMO" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$DEMO/primary SUBSCRIBER=$DEMO/subscriber
 
 pgrpl_banner "build + install pgrpl"
