@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/demo.sh — pgrpl end to end on two throwaway local clusters.
 #
-# Usage (as root, e.g. on a fresh machine):  sudo bash scripts/demo.sh
+# Usage (as root, e.g. on a fresh Debian machine, which has no sudo):
+#   bash scripts/demo.sh
+# (a user with sudo rights: sudo bash scripts/demo.sh)
 #
 # Installs the Debian packages, builds and installs pgrpl, then as user
 # postgres starts a primary (wal_level=logical) and a subscriber (pgrpl in

@@ -19,7 +19,7 @@ pgrpl_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Refuse to run unless we are root (apt-get and `make install` need it).
 pgrpl_require_root() {
-    [[ $(id -u) -eq 0 ]] || pgrpl_die "run this as root (e.g. sudo bash $0)"
+    [[ $(id -u) -eq 0 ]] || pgrpl_die "run this as root: bash $0 (or, as a user with sudo rights: sudo bash $0)"
 }
 
 # Run a command as the postgres OS user, keeping the current directory.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh — build pgrpl and run its whole test suite.
 #
-# Usage (as root):  bash scripts/test.sh        (or: sudo bash scripts/test.sh)
+# Usage (as root, e.g. on a fresh Debian machine, which has no sudo):
+#   bash scripts/test.sh
+# (a user with sudo rights: sudo bash scripts/test.sh)
 #
 # Steps: install missing Debian packages, copy the source tree into a fresh
 # temp dir owned by `postgres`, build it as postgres, `make install` it as
