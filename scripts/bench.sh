@@ -54,7 +54,6 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-BENCH_SQL=$SCRIPT_DIR/bench
 # shellcheck source=lib.sh
 . "$SCRIPT_DIR/lib.sh"
 
@@ -138,7 +137,7 @@ cleanup() {
         pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m fast -w >/dev/null 2>&1 ||
             pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m immediate -w >/dev/null 2>&1 || true
     done
-    rm -rf "$BENCH"
+    cd / && rm -rf "$BENCH"
     if ((rc == 0)); then echo "servers stopped, $BENCH removed"; else echo "bench FAILED (exit status $rc)" >&2; fi
 }
 
@@ -622,8 +621,8 @@ trap 'exit 143' INT TERM HUP
 pgrpl_banner "dependencies"
 pgrpl_install_deps
 
-BENCH=$(mktemp -d /tmp/pgrpl-bench.XXXXXX)
-chown "$PGRPL_PG_USER": "$BENCH"
+BENCH=$(pgrpl_make_workdir bench)
+cd "$BENCH" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
 RESULTS=$BENCH/results MEM=$BENCH/mem
 : >"$RESULTS"
@@ -639,6 +638,9 @@ if ! pgrpl_build_and_install "$REPO_ROOT" "$BENCH/build" >"$BENCH/build.log" 2>&
     exit 1
 fi
 echo "installed into $("$PGRPL_PG_CONFIG" --pkglibdir)"
+# psql runs as postgres: it reads the benchmark's SQL from the copy just built
+# (the same snapshot as what is measured), not from the checkout.
+BENCH_SQL=$BENCH/build/scripts/bench
 
 pgrpl_banner "start primary and subscriber"
 PPORT=$(pgrpl_free_port 54501)

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # scripts/demo.sh — pgrpl end to end on two throwaway local clusters.
 #
-# Usage (as root, e.g. on a fresh machine):  sudo bash scripts/demo.sh
+# Usage (as root, e.g. on a fresh Debian machine, which has no sudo):
+#   bash scripts/demo.sh
+# (a user with sudo rights: sudo bash scripts/demo.sh)
 #
 # Installs the Debian packages, builds and installs pgrpl, then as user
 # postgres starts a primary (wal_level=logical) and a subscriber (pgrpl in
 # shared_preload_libraries), subscribes to a publication, runs a few
-# transactions on the primary and shows the change log pgrpl recorded.
+# transactions on the primary and shows what pgrpl recorded: the change log,
+# the transactions, the history of one row (inserted, updated, deleted) and
+# the table as it was at an LSN taken between two transactions, next to the
+# table now.  Only pgrpl's SQL functions are queried, never its tables.
 # Everything lives in one temp dir; on exit (also on error) both servers are
 # stopped and the dir is removed.
 set -euo pipefail
@@ -31,7 +36,7 @@ cleanup() {
         fi
         pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" stop -D "$dir" -m fast -w >/dev/null 2>&1 || true
     done
-    rm -rf "$DEMO"
+    cd / && rm -rf "$DEMO"
     if ((rc == 0)); then echo "servers stopped, $DEMO removed"; else echo "demo FAILED (exit status $rc)" >&2; fi
 }
 
@@ -57,8 +62,8 @@ trap 'exit 143' INT TERM HUP
 pgrpl_banner "dependencies"
 pgrpl_install_deps
 
-DEMO=$(mktemp -d /tmp/pgrpl-demo.XXXXXX)
-chown "$PGRPL_PG_USER": "$DEMO"
+DEMO=$(pgrpl_make_workdir demo)
+cd "$DEMO" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$DEMO/primary SUBSCRIBER=$DEMO/subscriber
 
 pgrpl_banner "build + install pgrpl"
@@ -107,7 +112,17 @@ BEGIN;
 UPDATE public.accounts SET tags = array_append(tags, 'greeted') WHERE id = 3;
 SELECT pg_logical_emit_message(true, 'demo', 'hello');
 COMMIT;
+SQL
+# A point in the past for table_as_of: after the transaction above, before
+# the next one.
+AS_OF=$(psql_on "$PPORT" -At -c "SELECT pg_current_wal_lsn()")
+echo "-- pg_current_wal_lsn() on the primary now: $AS_OF (the past point for table_as_of below)"
+psql_on "$PPORT" -e <<'SQL'
 TRUNCATE public.accounts;
+INSERT INTO public.accounts (id, owner, balance, tags)
+VALUES (4, 'dave', 10, '{new}'), (5, 'erin', 40, '{}');
+UPDATE public.accounts SET balance = balance + 15, tags = '{}' WHERE id = 4;
+DELETE FROM public.accounts WHERE id = 4;
 SQL
 LSN=$(psql_on "$PPORT" -At -c "SELECT pg_current_wal_lsn()")
 
@@ -118,7 +133,25 @@ pgrpl_banner "subscriber: the change log"
 psql_on "$SPORT" -e -c "SELECT commit_lsn, seq, xid, op, table_name, old, new, message_prefix,
        convert_from(message_content, 'utf8') AS message
   FROM pgrpl.changes('demo')"
+psql_on "$SPORT" -e -c "SELECT commit_lsn, xid, commit_time, changes FROM pgrpl.transactions('demo')"
 psql_on "$SPORT" -e -c "SELECT name, state, transactions, changes FROM pgrpl.stat_subscription"
+
+pgrpl_banner "subscriber: the history of account 4 (inserted, updated, deleted)"
+psql_on "$SPORT" -e -c "SELECT commit_lsn, xid, op, old, new
+  FROM pgrpl.row_history('demo', 'public.accounts', '{\"id\": 4}')"
+
+pgrpl_banner "subscriber: the table as of $AS_OF (before the TRUNCATE), and now"
+# table_as_of returns each row as jsonb; jsonb_to_record makes columns again.
+psql_on "$SPORT" -e -c "SELECT 'as of $AS_OF' AS state, a.*
+  FROM pgrpl.table_as_of('demo', 'public.accounts', '$AS_OF'::pg_lsn) AS t(r),
+       jsonb_to_record(t.r) AS a(id int, owner text, balance numeric, tags text[])
+UNION ALL
+SELECT 'now', a.*
+  FROM pgrpl.table_as_of('demo', 'public.accounts') AS t(r),
+       jsonb_to_record(t.r) AS a(id int, owner text, balance numeric, tags text[])
+ORDER BY state, id"
+pgrpl_banner "primary: the table now, for comparison"
+psql_on "$PPORT" -e -c "SELECT id, owner, balance, tags FROM public.accounts ORDER BY id"
 
 pgrpl_banner "subscriber: drop the subscription"
 psql_on "$SPORT" -e -c "SELECT pgrpl.drop_subscription('demo')"

@@ -19,11 +19,22 @@ pgrpl_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Refuse to run unless we are root (apt-get and `make install` need it).
 pgrpl_require_root() {
-    [[ $(id -u) -eq 0 ]] || pgrpl_die "run this as root (e.g. sudo bash $0)"
+    [[ $(id -u) -eq 0 ]] || pgrpl_die "run this as root: bash $0 (or, as a user with sudo rights: sudo bash $0)"
 }
 
 # Run a command as the postgres OS user, keeping the current directory.
+# That directory must be one postgres can enter: initdb, pg_ctl and psql
+# complain or fail otherwise.  The scripts cd into their pgrpl_make_workdir
+# directory first, since the checkout may be one only root can read.
 pgrpl_as_pg() { runuser -u "$PGRPL_PG_USER" -- "$@"; }
+
+# Print the path of a new, empty temp dir /tmp/pgrpl-NAME.XXXXXX owned by
+# postgres.  Everything run as postgres works in there (or in a copy of the
+# source tree under it), never in the checkout.
+pgrpl_make_workdir() {
+    local dir
+    dir=$(mktemp -d "/tmp/pgrpl-$1.XXXXXX") && chown "$PGRPL_PG_USER": "$dir" && echo "$dir"
+}
 
 # Install whatever of PGRPL_PACKAGES is missing.  Idempotent: apt is only
 # touched (update + install) when at least one package is not installed.

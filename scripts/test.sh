@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh — build pgrpl and run its whole test suite.
 #
-# Usage (as root):  bash scripts/test.sh        (or: sudo bash scripts/test.sh)
+# Usage (as root, e.g. on a fresh Debian machine, which has no sudo):
+#   bash scripts/test.sh
+# (a user with sudo rights: sudo bash scripts/test.sh)
 #
 # Steps: install missing Debian packages, copy the source tree into a fresh
 # temp dir owned by `postgres`, build it as postgres, `make install` it as
@@ -207,9 +209,10 @@ main() {
     pgrpl_banner "dependencies"
     pgrpl_install_deps
 
-    WORK=$(mktemp -d /tmp/pgrpl-test.XXXXXX)
+    WORK=$(pgrpl_make_workdir test)
+    cd "$WORK" # commands run as postgres inherit it; the checkout may be root-only
     mkdir "$WORK/tmp"
-    chown "$PGRPL_PG_USER": "$WORK" "$WORK/tmp"
+    chown "$PGRPL_PG_USER": "$WORK/tmp"
     TREE=$WORK/pgrpl
     pgrpl_banner "build + install (tree: $TREE)"
     if pgrpl_build_and_install "$REPO_ROOT" "$TREE" 2>&1 | tee "$WORK/build.log"; then
@@ -224,7 +227,7 @@ main() {
     pgrpl_banner "summary"
     printf '%s\n' "${SUMMARY[@]}"
     if ((FAILED == 0 && PASSED > 0)); then
-        rm -rf "$WORK"
+        cd / && rm -rf "$WORK"
         rc=0
     else
         echo "build tree and logs kept in $WORK"
