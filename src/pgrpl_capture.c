@@ -69,15 +69,6 @@ pgrpl_protocol_error(const char *fmt, const char *type)
 			 errmsg(fmt, type)));
 }
 
-/* TEMPORARY until json.c records type names */
-static const char *
-pgrpl_column_type_name(PgrplColumn *col)
-{
-	if (OidIsValid(col->local_typid))
-		return format_type_with_typemod(col->local_typid, col->typmod);
-	return psprintf("unknown type %u", col->remote_typid);
-}
-
 /* The relation dictionary's id of the version the stream last described. */
 static int32
 pgrpl_capture_rel_id(PgrplCapture *cap, PgrplRelation *rel, XLogRecPtr lsn)
@@ -99,7 +90,7 @@ pgrpl_capture_rel_id(PgrplCapture *cap, PgrplRelation *rel, XLogRecPtr lsn)
 	for (int i = 0; i < rel->natts; i++)
 	{
 		names[i] = rel->cols[i].name;
-		types[i] = pgrpl_column_type_name(&rel->cols[i]);
+		types[i] = rel->cols[i].type_name;
 		is_key[i] = rel->cols[i].is_key;
 	}
 	d.remote_oid = rel->remoteid;
