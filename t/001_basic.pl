@@ -175,7 +175,7 @@ is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM pgrpl.transaction t
 	 WHERE t.changes <> (SELECT count(*) FROM pgrpl.change c
-	                      WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn)}),
+	                      WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id)}),
 	'0',
 	'pgrpl.transaction.changes matches the change rows');
 

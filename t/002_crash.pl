@@ -448,30 +448,30 @@ is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*), count(DISTINCT commit_lsn), count(DISTINCT end_lsn),
 	       count(DISTINCT xid)
-	  FROM pgrpl.transaction}),
+	  FROM pgrpl.transaction WHERE state = 'c'}),
 	"$expected_txns|$expected_txns|$expected_txns|$expected_txns",
 	'pgrpl.transaction: one row per committed transaction, no duplicate commit_lsn');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM pgrpl.transaction t
 	 WHERE t.changes <> (SELECT count(*) FROM pgrpl.change c
-	                      WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn)
+	                      WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id)
 	    OR t.changes < 1 OR t.end_lsn <= t.commit_lsn}),
 	'0',
 	'pgrpl.transaction.changes matches the change rows of each transaction');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM pgrpl.change c
-	 WHERE NOT EXISTS (SELECT FROM pgrpl.transaction t
-	                    WHERE t.sub_id = c.sub_id AND t.commit_lsn = c.commit_lsn)
-	   AND NOT (c.op = 'M' AND c.seq = 1 AND c.message_prefix = 'nt'
-	            AND c.lsn = c.commit_lsn)}),
+	  LEFT JOIN pgrpl.transaction t USING (sub_id, txn_id)
+	 WHERE t.state IS DISTINCT FROM 'c'
+	   AND NOT (t.state = 'm' AND c.op = 'M' AND c.seq = 1 AND c.message_prefix = 'nt'
+	            AND c.lsn = t.commit_lsn AND t.xid IS NULL)}),
 	'0',
-	'only non-transactional messages have no transaction row');
+	'every change has a committed transaction row; units of their own are non-transactional messages');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM (
-	  SELECT commit_lsn FROM pgrpl.change GROUP BY commit_lsn
+	  SELECT txn_id FROM pgrpl.change GROUP BY txn_id
 	  HAVING min(seq) <> 1 OR max(seq) <> count(*)) x}),
 	'0',
 	'seq runs 1..n within every unit');

@@ -202,13 +202,14 @@ sub check_big
 	is( $sub->safe_psql(
 			'postgres', qq{
 		SELECT string_agg(format('%s:%s:%s:%s', table_name, count, ids, sum), ' ' ORDER BY table_name)
-		  FROM (SELECT table_name, count(*), count(DISTINCT new->>'id') AS ids,
+		  FROM (SELECT r.table_name, count(*), count(DISTINCT new->>'id') AS ids,
 		               sum((new->>'id')::bigint) AS sum
 		          FROM pgrpl.change c
-		          JOIN pgrpl.transaction t USING (sub_id, commit_lsn)
+		          JOIN pgrpl.relation r USING (sub_id, rel_id)
+		          JOIN pgrpl.transaction t USING (sub_id, txn_id)
 		          JOIN pgrpl.subscription s USING (sub_id)
 		         WHERE s.sub_name = 'slow' AND t.xid = $xid AND c.op = 'I'
-		         GROUP BY table_name) x}),
+		         GROUP BY r.table_name) x}),
 		"big1:$n:$n:$sum big2:$n:$n:$sum",
 		"$what: every row of both tables captured once");
 }

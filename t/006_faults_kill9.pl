@@ -328,20 +328,20 @@ ok(!defined $first_diff,
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*), count(DISTINCT commit_lsn), count(DISTINCT end_lsn), count(DISTINCT xid)
-	  FROM pgrpl.transaction}),
+	  FROM pgrpl.transaction WHERE state = 'c'}),
 	"$expected_txns|$expected_txns|$expected_txns|$expected_txns",
 	'pgrpl.transaction: one row per committed transaction');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM pgrpl.transaction t
 	 WHERE t.changes <> (SELECT count(*) FROM pgrpl.change c
-	                      WHERE c.sub_id = t.sub_id AND c.commit_lsn = t.commit_lsn)}),
+	                      WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id)}),
 	'0',
 	'pgrpl.transaction.changes matches the change rows of each transaction');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM (
-	  SELECT commit_lsn FROM pgrpl.change GROUP BY commit_lsn
+	  SELECT txn_id FROM pgrpl.change GROUP BY txn_id
 	  HAVING min(seq) <> 1 OR max(seq) <> count(*)) x}),
 	'0',
 	'seq runs 1..n within every unit');

@@ -61,7 +61,7 @@ sub check_log
 	is( $sub->safe_psql(
 			'postgres', q{
 		SELECT count(*) = count(DISTINCT commit_lsn) AND bool_and(changes = 1)
-		  FROM pgrpl.transaction}),
+		  FROM pgrpl.transaction WHERE state = 'c'}),
 		't',
 		"$what: one transaction row per transaction");
 	$n_captured = $sub->safe_psql('postgres', 'SELECT count(*) FROM pgrpl.change');
