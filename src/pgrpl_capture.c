@@ -61,12 +61,22 @@ pgrpl_capture_forget_relation_ids(PgrplCapture *cap)
 		(void) hash_search(cap->rel_ids, &e->remoteid, HASH_REMOVE, NULL);
 }
 
+/* A message that needs an open remote transaction came outside one. */
 static void
-pgrpl_protocol_error(const char *fmt, const char *type)
+pgrpl_error_outside(const char *type)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_PROTOCOL_VIOLATION),
-			 errmsg(fmt, type)));
+			 errmsg("unexpected %s outside a transaction", type)));
+}
+
+/* A message that must not come inside a remote transaction did. */
+static void
+pgrpl_error_inside(const char *type)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("unexpected %s inside a transaction", type)));
 }
 
 /* The relation dictionary's id of the version the stream last described. */
@@ -144,7 +154,7 @@ static bool
 pgrpl_capturing(PgrplCapture *cap, const char *type)
 {
 	if (!cap->active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", type);
+		pgrpl_error_outside(type);
 	return !cap->skip;
 }
 
@@ -152,7 +162,7 @@ static void
 pgrpl_capture_begin(PgrplCapture *cap, LogicalRepBeginData *b)
 {
 	if (cap->active)
-		pgrpl_protocol_error("unexpected %s inside a transaction", "BEGIN");
+		pgrpl_error_inside("BEGIN");
 	cap->active = true;
 	cap->final_lsn = b->final_lsn;
 	cap->xid = b->xid;
@@ -169,7 +179,7 @@ static void
 pgrpl_capture_origin(PgrplCapture *cap, PgrplOriginMsg *o)
 {
 	if (!cap->active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", "ORIGIN");
+		pgrpl_error_outside("ORIGIN");
 	strlcpy(cap->origin, o->name, NAMEDATALEN);
 	cap->has_origin = true;
 	cap->origin_lsn = o->lsn;
@@ -283,8 +293,7 @@ pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m, XLogRecPtr 
 		return PGRPL_CAPTURE_NONE;
 	}
 	if (cap->active)
-		pgrpl_protocol_error("unexpected %s inside a transaction",
-							 "non-transactional MESSAGE");
+		pgrpl_error_inside("non-transactional MESSAGE");
 	if (m->lsn <= cap->progress)
 		return PGRPL_CAPTURE_NONE;
 
@@ -312,7 +321,7 @@ pgrpl_capture_commit(PgrplCapture *cap, LogicalRepCommitData *c)
 	PgrplTxnRow txn = {0};
 
 	if (!cap->active)
-		pgrpl_protocol_error("unexpected %s outside a transaction", "COMMIT");
+		pgrpl_error_outside("COMMIT");
 	if (c->commit_lsn != cap->final_lsn)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
