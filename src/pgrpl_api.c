@@ -206,6 +206,25 @@ pgrpl_prepare_slot(WalReceiverConn *conn, const char *slot, bool create_slot,
 	return pgrpl_create_remote_slot(conn, slot);
 }
 
+/* A retention must be a positive interval. */
+static Interval *
+pgrpl_retention_arg(FunctionCallInfo fcinfo, int n)
+{
+	Interval   *retention;
+	Interval	zero = {0};
+
+	if (PG_ARGISNULL(n))
+		return NULL;
+	retention = PG_GETARG_INTERVAL_P(n);
+	if (!DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(retention),
+										  IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention must be a positive interval"),
+				 errhint("Pass NULL to keep changes forever.")));
+	return retention;
+}
+
 Datum
 pgrpl_create_subscription(PG_FUNCTION_ARGS)
 {
@@ -215,6 +234,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	XLogRecPtr	start_lsn;
 	char		local_sysid[32];
 	char		origin[NAMEDATALEN];
+	Interval   *retention;
 	ErrorContextCallback hide;
 
 	pgrpl_hide_statement(&hide);
@@ -230,6 +250,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	create_slot = PG_ARGISNULL(4) ? true : PG_GETARG_BOOL(4);
 	sub.enabled = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
 	sub.stop_lsn = PG_ARGISNULL(6) ? InvalidXLogRecPtr : PG_GETARG_LSN(6);
+	retention = PG_NARGS() > 7 ? pgrpl_retention_arg(fcinfo, 7) : NULL;
 
 	/* Everything that can fail locally is checked before the slot exists. */
 	pgrpl_check_name("subscription", sub.name);
@@ -272,8 +293,8 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	replorigin_drop_by_name(origin, true, false);
 	(void) replorigin_create(origin);
 
-	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
-		pgrpl_subscription_set_retention(sub.id, PG_GETARG_INTERVAL_P(7));
+	if (retention != NULL)
+		pgrpl_subscription_set_retention(sub.id, retention);
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
@@ -398,7 +419,7 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 		sub->publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
 	pgrpl_subscription_update(sub);
 	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
-		pgrpl_subscription_set_retention(sub->id, PG_GETARG_INTERVAL_P(3));
+		pgrpl_subscription_set_retention(sub->id, pgrpl_retention_arg(fcinfo, 3));
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
@@ -433,8 +454,7 @@ pgrpl_set_retention(PG_FUNCTION_ARGS)
 
 	pgrpl_require_superuser("alter a pgrpl subscription");
 	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
-	pgrpl_subscription_set_retention(sub->id,
-									 PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1));
+	pgrpl_subscription_set_retention(sub->id, pgrpl_retention_arg(fcinfo, 1));
 	PG_RETURN_VOID();
 }
 

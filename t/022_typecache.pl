@@ -50,9 +50,9 @@ ok( $sub->wait_for_log(
 		$offset),
 	'the error context names the column, its type and its relation');
 ok( $sub->log_contains(
-		qr/processing remote INSERT for relation "public\.t" at [0-9A-F]+\/[0-9A-F]+ of subscription "s"/,
+		qr/processing remote INSERT for relation "public\.t" in transaction [0-9]+ at [0-9A-F]+\/[0-9A-F]+ of subscription "s"/,
 		$offset),
-	'under the worker\'s context of the message');
+	'under the worker\'s context of the message, naming the remote transaction');
 
 # Fixed here: the next attempt captures the row, and nothing is lost.
 $sub->safe_psql('postgres',
