@@ -8,10 +8,10 @@
 --
 \set VERBOSITY terse
 
--- Small partitions, so that this test spans several.
+-- Small partitions, so that this test spans several (the worker started
+-- below reads the setting at its start; "several_partitions" checks it).
 ALTER SYSTEM SET pgrpl.partition_size = 100;
 SELECT pg_reload_conf();
-SELECT public.poll_until($$SELECT current_setting('pgrpl.partition_size') = '100'$$);
 
 CREATE TABLE st_a (id int PRIMARY KEY, v text);
 CREATE TABLE st_b (id int PRIMARY KEY, w int);
