@@ -574,8 +574,8 @@ pgrpl_writer_relation_id(const PgrplRelationDesc *d)
 					   "   AND r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4"
 					   "   AND r.replica_identity OPERATOR(pg_catalog.=) $5"
 					   "   AND r.columns OPERATOR(pg_catalog.=) $6 AND r.column_types OPERATOR(pg_catalog.=) $7"
-					   "   AND r.key_columns OPERATOR(pg_catalog.=) $8 AND $9 IS NOT NULL",
-					   9, argtypes, args, &rel_id))
+					   "   AND r.key_columns OPERATOR(pg_catalog.=) $8",
+					   8, argtypes, args, &rel_id))
 		return (int32) rel_id;
 	if (!pgrpl_spi_int8("INSERT INTO pgrpl.relation (sub_id, remote_oid, schema_name, table_name,"
 						" replica_identity, columns, column_types, key_columns, first_lsn)"
