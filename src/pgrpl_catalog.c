@@ -10,8 +10,6 @@
  */
 #include "postgres.h"
 
-#include <signal.h>
-
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -226,8 +224,6 @@ static bool xact_callback_registered = false;
 static void
 pgrpl_apply_action(Oid dboid, int32 subid, PgrplWorkerAction action)
 {
-	PgrplSlot  *slot;
-
 	switch (action)
 	{
 		case PGRPL_ACTION_NONE:
@@ -236,17 +232,7 @@ pgrpl_apply_action(Oid dboid, int32 subid, PgrplWorkerAction action)
 			pgrpl_slot_set_wanted(dboid, subid, true);
 			break;
 		case PGRPL_ACTION_STOP:
-			LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-			slot = pgrpl_slot_find(dboid, subid);
-			if (slot != NULL)
-			{
-				slot->wanted = false;
-				if (slot->pid != 0)
-					kill(slot->pid, SIGTERM);
-				else
-					slot->in_use = false;
-			}
-			LWLockRelease(pgrpl_shared->lock);
+			pgrpl_slot_request_stop(dboid, subid);
 			break;
 		case PGRPL_ACTION_RESTART:
 			pgrpl_slot_request_restart(dboid, subid);
