@@ -24,6 +24,15 @@
 #include "pgrpl.h"
 #include "pgrpl_shmem.h"
 
+/*
+ * A backend waiting on a slot's condition variable looks again at least this
+ * often, in case a change came without a broadcast (e.g. a worker killed
+ * before it could send one).
+ */
+#define PGRPL_CV_RECHECK_MS		1000L
+/* ... and this often while the subscription has no slot at all. */
+#define PGRPL_NO_SLOT_RECHECK_MS	100L
+
 PgrplShared *pgrpl_shared = NULL;
 
 /* In a worker: the slot it claimed, and the state it last published. */
@@ -274,58 +283,80 @@ pgrpl_slot_request_restart(Oid dboid, int32 subid)
  * Stop the worker of a subscription and wait until it has exited, so that
  * its replication slot and origin are free when we return.  "wanted" is
  * cleared first, so the launcher does not start another one.
+ *
+ * The worker clears pid and then broadcasts progress_cv as it exits.  We
+ * get on the condition variable's wait list before each look at pid, so a
+ * broadcast that comes after the look wakes us up.
  */
 void
 pgrpl_slot_stop_worker(Oid dboid, int32 subid)
 {
+	ConditionVariable *prepared = NULL;
+
 	for (;;)
 	{
 		PgrplSlot  *slot;
-		pid_t		pid = 0;
+		ConditionVariable *cv = NULL;
 
 		LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
 		slot = pgrpl_slot_find(dboid, subid);
 		if (slot != NULL)
 		{
 			slot->wanted = false;
-			pid = slot->pid;
-			/*
-			 * Under the lock: the worker clears pid under it before exiting.
-			 * SIGTERM is what "die" handles: the worker exits at once.
-			 */
-			if (pid != 0)
-				kill(pid, SIGTERM);
+			if (slot->pid != 0)
+			{
+				/*
+				 * Under the lock: the worker clears pid under it before
+				 * exiting.  SIGTERM is what "die" handles: it exits at once.
+				 */
+				kill(slot->pid, SIGTERM);
+				cv = &slot->progress_cv;
+			}
 		}
 		LWLockRelease(pgrpl_shared->lock);
 
-		if (pid == 0)
-			return;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		if (cv == NULL)
+			break;
+		if (cv != prepared)
+		{
+			/* Get on the wait list, then look again before sleeping. */
+			ConditionVariablePrepareToSleep(cv);
+			prepared = cv;
+			continue;
+		}
+		/* Resends SIGTERM now and then; interrupts are checked inside. */
+		(void) ConditionVariableTimedSleep(cv, PGRPL_CV_RECHECK_MS, PG_WAIT_EXTENSION);
 	}
+	if (prepared != NULL)
+		ConditionVariableCancelSleep();
 }
 
-/* Is everything the primary committed up to target materialized here? */
-static bool
-pgrpl_slot_reached(Oid dboid, int32 subid, XLogRecPtr target, bool *finished)
+/*
+ * One look at a subscription's progress: has it materialized "target", or
+ * has its worker finished (at stop_lsn) and exited?  Returns the slot's
+ * condition variable, or NULL if the subscription has no slot.
+ */
+static ConditionVariable *
+pgrpl_slot_look(Oid dboid, int32 subid, XLogRecPtr target,
+				bool *reached, bool *finished)
 {
 	PgrplSlot  *slot;
-	bool		reached = false;
+	ConditionVariable *cv = NULL;
 
+	*reached = false;
 	*finished = false;
 	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
 	slot = pgrpl_slot_find(dboid, subid);
 	if (slot != NULL)
 	{
 		SpinLockAcquire(&slot->mutex);
-		reached = slot->caught_up_lsn >= target;
+		*reached = slot->caught_up_lsn >= target;
 		*finished = slot->state == PGRPL_STATE_FINISHED && slot->pid == 0;
 		SpinLockRelease(&slot->mutex);
+		cv = &slot->progress_cv;
 	}
 	LWLockRelease(pgrpl_shared->lock);
-	return reached;
+	return cv;
 }
 
 bool
@@ -334,22 +365,48 @@ pgrpl_slot_wait_for_lsn(Oid dboid, int32 subid, XLogRecPtr target,
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   timeout_ms);
+	ConditionVariable *prepared = NULL;
+	bool		reached;
 
 	for (;;)
 	{
+		ConditionVariable *cv;
 		bool		finished;
 		long		left;
 
-		if (pgrpl_slot_reached(dboid, subid, target, &finished))
-			return true;
+		cv = pgrpl_slot_look(dboid, subid, target, &reached, &finished);
+		if (reached || finished)
+			break;
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (finished || left <= 0)
-			return false;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 10L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		if (left <= 0)
+			break;
+
+		if (cv == NULL)
+		{
+			/* No slot (yet, e.g. before the start-up probe): poll. */
+			if (prepared != NULL)
+			{
+				ConditionVariableCancelSleep();
+				prepared = NULL;
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(left, PGRPL_NO_SLOT_RECHECK_MS), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		else if (cv != prepared)
+		{
+			/* Get on the wait list, then look again before sleeping. */
+			ConditionVariablePrepareToSleep(cv);
+			prepared = cv;
+		}
+		else
+			(void) ConditionVariableTimedSleep(cv, Min(left, PGRPL_CV_RECHECK_MS),
+											   PG_WAIT_EXTENSION);
 	}
+	if (prepared != NULL)
+		ConditionVariableCancelSleep();
+	return reached;
 }
 
 PgrplWorkerStatus *

@@ -65,7 +65,8 @@ typedef struct PgrplSlot
 
 	/*
 	 * Broadcast whenever state or caught_up_lsn changes, and when the worker
-	 * has exited (after pid is cleared).
+	 * has exited (after pid is cleared): wait_for_lsn and stop_worker sleep
+	 * on it.
 	 */
 	ConditionVariable progress_cv;
 } PgrplSlot;
