@@ -311,9 +311,16 @@ pgrpl_drop_subscription(PG_FUNCTION_ARGS)
 				 errdetail("Dropping the replication slot on the primary cannot be rolled back."),
 				 errhint("Run it on its own, or pass drop_slot => false and drop the slot by hand.")));
 
-	/* The worker must be gone before its slot and origin can be dropped. */
+	/*
+	 * The worker must be gone before its slot and origin can be dropped.  If
+	 * the drop is rolled back, the launcher must keep a worker again exactly
+	 * if it did before: that is what shared memory says, not "enabled" as
+	 * this transaction sees it (an uncommitted enable or disable has not
+	 * been applied yet).
+	 */
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_FORGET,
-						 sub->enabled ? PGRPL_ACTION_START : PGRPL_ACTION_NONE);
+						 pgrpl_slot_is_wanted(MyDatabaseId, sub->id) ?
+						 PGRPL_ACTION_START : PGRPL_ACTION_NONE);
 	pgrpl_slot_stop_worker(MyDatabaseId, sub->id);
 
 	pgrpl_subscription_delete(sub->id);

@@ -5,7 +5,8 @@
  * Catalog access is rare (SQL API calls, worker start), so it uses SPI
  * with schema-qualified statements.  Changes to shared memory that must
  * only happen if the SQL call commits are queued and applied from a
- * transaction callback, as the built-in launcher does.
+ * transaction callback, as the built-in launcher does; the queue follows
+ * subtransactions.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -210,14 +211,29 @@ pgrpl_subscription_delete(int32 id)
 
 /* ---- worker actions applied at end of transaction ---- */
 
+/*
+ * An action queued by a SQL call, applied when the top-level transaction
+ * ends.  on_commit is what the call means for the worker.  on_abort undoes
+ * what the call did to shared memory before commit (drop_subscription stops
+ * the worker at once).
+ *
+ * The queue follows subtransactions, as the built-in launcher's list of
+ * workers to stop at commit once did (AtEOSubXact_ApplyLauncher): an action
+ * belongs to the nesting level that queued it.  A subtransaction that
+ * commits hands its actions to its parent.  One that aborts drops the
+ * actions with nothing to undo; the others must undo however the top-level
+ * transaction ends, so their on_abort becomes their on_commit as well.
+ */
 typedef struct PgrplPendingAction
 {
 	Oid			dboid;
 	int32		subid;
+	int			nest_level;		/* GetCurrentTransactionNestLevel() */
 	PgrplWorkerAction on_commit;
 	PgrplWorkerAction on_abort;
 } PgrplPendingAction;
 
+/* In the order queued, which is the order they are applied in. */
 static List *pending_actions = NIL;
 static bool xact_callback_registered = false;
 
@@ -266,6 +282,37 @@ pgrpl_xact_callback(XactEvent event, void *arg)
 	pending_actions = NIL;
 }
 
+/* Runs while the ending subtransaction is still the current one. */
+static void
+pgrpl_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+
+	foreach(lc, pending_actions)
+	{
+		PgrplPendingAction *a = lfirst(lc);
+
+		if (a->nest_level < level)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			if (a->on_abort == PGRPL_ACTION_NONE)
+			{
+				pending_actions = foreach_delete_current(pending_actions, lc);
+				pfree(a);
+				continue;
+			}
+			a->on_commit = a->on_abort;
+		}
+		a->nest_level = level - 1;
+	}
+}
+
 void
 pgrpl_at_end_of_xact(int32 subid, PgrplWorkerAction on_commit,
 					 PgrplWorkerAction on_abort)
@@ -276,12 +323,14 @@ pgrpl_at_end_of_xact(int32 subid, PgrplWorkerAction on_commit,
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(pgrpl_xact_callback, NULL);
+		RegisterSubXactCallback(pgrpl_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	a = palloc(sizeof(PgrplPendingAction));
 	a->dboid = MyDatabaseId;
 	a->subid = subid;
+	a->nest_level = GetCurrentTransactionNestLevel();
 	a->on_commit = on_commit;
 	a->on_abort = on_abort;
 	pending_actions = lappend(pending_actions, a);
