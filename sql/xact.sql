@@ -2,7 +2,8 @@
 -- xact: what the management functions do to the worker follows the
 -- transaction that called them, subtransactions included: a rolled-back
 -- savepoint or exception block leaves the worker as it was, a released
--- savepoint takes effect when the transaction commits.
+-- savepoint takes effect when the transaction commits.  Such a transaction
+-- cannot be prepared.
 --
 \set VERBOSITY terse
 
@@ -158,9 +159,70 @@ SELECT public.wait_sub('xact');
 SELECT name, state FROM pgrpl.stat_subscription;
 SELECT new->>'note' AS note FROM pgrpl.changes('xact') WHERE new->>'id' = '7';
 
+UPDATE xact_worker SET pid = (SELECT pid FROM pgrpl.stat_subscription WHERE name = 'xact');
+
+-- 9: a transaction that has asked for a worker change cannot be prepared
+-- (its changes are made at commit, by this session): PREPARE TRANSACTION
+-- fails and the transaction is rolled back.
+SELECT pgrpl.create_subscription('xact_off', public.loopback_conninfo(), ARRAY['xact_pub'],
+                                 enabled => false) IS NOT NULL AS created;
+BEGIN;
+SELECT pgrpl.disable_subscription('xact');
+PREPARE TRANSACTION 'xact_disable';
+BEGIN;
+SELECT pgrpl.alter_subscription('xact', publications => ARRAY['xact_pub', 'xact_other']);
+PREPARE TRANSACTION 'xact_alter';
+BEGIN;
+SELECT pgrpl.set_stop_lsn('xact', '0/1');
+PREPARE TRANSACTION 'xact_stop_lsn';
+BEGIN;
+SELECT pgrpl.enable_subscription('xact_off');
+PREPARE TRANSACTION 'xact_enable';
+BEGIN;
+SELECT pgrpl.create_subscription('xact_new', public.loopback_conninfo(), ARRAY['xact_pub'],
+                                 slot_name => 'xact_off', create_slot => false) IS NOT NULL AS created;
+PREPARE TRANSACTION 'xact_create';
+SELECT count(*) AS prepared FROM pg_prepared_xacts;
+SELECT name, enabled, publications, stop_lsn FROM pgrpl.subscriptions ORDER BY name;
+SELECT name, state FROM pgrpl.stat_subscription ORDER BY name;
+SELECT count(*) AS slots FROM pgrpl.worker_status();
+INSERT INTO xact_t VALUES (8, 'after refused prepares');
+SELECT public.wait_sub('xact');
+SELECT * FROM xact_same_worker();
+SELECT new->>'note' AS note FROM pgrpl.changes('xact') WHERE new->>'id' = '8';
+
+-- The worker stopped by drop_subscription is back after the failed PREPARE.
+SELECT xact_slot_confirmed();
+BEGIN;
+SELECT pgrpl.drop_subscription('xact', drop_slot => false);
+PREPARE TRANSACTION 'xact_drop';
+SELECT count(*) AS prepared FROM pg_prepared_xacts;
+SELECT name, enabled FROM pgrpl.subscriptions ORDER BY name;
+INSERT INTO xact_t VALUES (9, 'after refused prepare of a drop');
+SELECT public.wait_sub('xact');
+SELECT name, state FROM pgrpl.stat_subscription ORDER BY name;
+SELECT new->>'note' AS note FROM pgrpl.changes('xact') WHERE new->>'id' = '9';
+UPDATE xact_worker SET pid = (SELECT pid FROM pgrpl.stat_subscription WHERE name = 'xact');
+
+-- A call rolled back to a savepoint leaves nothing to do: PREPARE works,
+-- and the worker runs on.
+BEGIN;
+SAVEPOINT s;
+SELECT pgrpl.disable_subscription('xact');
+ROLLBACK TO SAVEPOINT s;
+PREPARE TRANSACTION 'xact_nothing';
+SELECT gid FROM pg_prepared_xacts;
+COMMIT PREPARED 'xact_nothing';
+SELECT name, enabled FROM pgrpl.subscriptions ORDER BY name;
+INSERT INTO xact_t VALUES (10, 'after a prepared transaction');
+SELECT public.wait_sub('xact');
+SELECT * FROM xact_same_worker();
+SELECT new->>'note' AS note FROM pgrpl.changes('xact') WHERE new->>'id' = '10';
+
 -- Everything was captured once, in order.
 SELECT txn, seq, op, new FROM public.captured('xact');
 
+SELECT pgrpl.drop_subscription('xact_off');
 SELECT pgrpl.drop_subscription('xact');
 DROP FUNCTION xact_same_worker(), xact_slots(), xact_slot_confirmed();
 DROP PUBLICATION xact_pub;

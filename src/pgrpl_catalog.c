@@ -265,12 +265,34 @@ pgrpl_xact_callback(XactEvent event, void *arg)
 	ListCell   *lc;
 	bool		commit;
 
-	if (event == XACT_EVENT_COMMIT)
-		commit = true;
-	else if (event == XACT_EVENT_ABORT)
-		commit = false;
-	else
-		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * The queue is this backend's: COMMIT PREPARED, maybe in another
+			 * session, could not apply it.  As PrepareTransaction does for
+			 * the built-in workers; the abort that follows applies on_abort.
+			 */
+			if (pending_actions != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has manipulated pgrpl workers"),
+						 errdetail("Workers are started, stopped and restarted when the transaction that called a pgrpl management function commits, and COMMIT PREPARED cannot do that."),
+						 errhint("Call pgrpl management functions in a transaction that is not prepared.")));
+			return;
+		case XACT_EVENT_PREPARE:
+			Assert(pending_actions == NIL);
+			return;
+		case XACT_EVENT_COMMIT:
+			commit = true;
+			break;
+		case XACT_EVENT_ABORT:
+			commit = false;
+			break;
+		default:
+			return;
+	}
 
 	foreach(lc, pending_actions)
 	{

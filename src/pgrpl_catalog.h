@@ -45,7 +45,7 @@ typedef enum PgrplWorkerAction
  * on_abort undoes a change the caller made to shared memory at once; it is
  * also applied, at the end of the transaction however it ends, when the
  * subtransaction that queued it is rolled back.  Actions are applied in the
- * order queued.
+ * order queued.  A transaction with actions queued cannot be prepared.
  */
 extern void pgrpl_at_end_of_xact(int32 subid, PgrplWorkerAction on_commit,
 								 PgrplWorkerAction on_abort);
