@@ -136,26 +136,14 @@ pgrpl_publication_list(ArrayType *arr)
 	return pubs;
 }
 
-static bool
-pgrpl_free_slot_exists(void)
-{
-	bool		found = false;
-
-	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
-	for (int i = 0; i < pgrpl_shared->nslots && !found; i++)
-		found = !pgrpl_shared->slots[i].in_use;
-	LWLockRelease(pgrpl_shared->lock);
-	return found;
-}
-
 static void
 pgrpl_require_free_slot(void)
 {
-	if (!pgrpl_free_slot_exists())
+	if (!pgrpl_slot_any_free())
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many enabled pgrpl subscriptions"),
-				 errdetail("Every one of the %d worker slots is in use.", pgrpl_shared->nslots),
+				 errdetail("Every one of the %d worker slots is in use.", pgrpl_slot_count()),
 				 errhint("You might need to increase \"pgrpl.max_workers\".")));
 }
 
@@ -347,17 +335,16 @@ pgrpl_drop_subscription(PG_FUNCTION_ARGS)
 				 errdetail("Dropping the replication slot on the primary cannot be rolled back."),
 				 errhint("Run it on its own, or pass drop_slot => false and drop the slot by hand.")));
 
-	/* The worker must be gone before its slot and origin can be dropped. */
+	/*
+	 * The worker must be gone before its slot and origin can be dropped.  If
+	 * the drop is rolled back, the launcher must keep a worker again exactly
+	 * if it did before: that is what shared memory says, not "enabled" as
+	 * this transaction sees it (an uncommitted enable or disable has not
+	 * been applied yet).
+	 */
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_FORGET,
-						 sub->enabled ? PGRPL_ACTION_START : PGRPL_ACTION_NONE);
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	{
-		PgrplSlot  *slot = pgrpl_slot_find(MyDatabaseId, sub->id);
-
-		if (slot != NULL)
-			slot->wanted = false;
-	}
-	LWLockRelease(pgrpl_shared->lock);
+						 pgrpl_slot_is_wanted(MyDatabaseId, sub->id) ?
+						 PGRPL_ACTION_START : PGRPL_ACTION_NONE);
 	pgrpl_slot_stop_worker(MyDatabaseId, sub->id);
 
 	pgrpl_subscription_delete(sub->id);
@@ -458,33 +445,11 @@ pgrpl_set_retention(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Is everything the primary committed up to target materialized here? */
-static bool
-pgrpl_reached(int32 subid, XLogRecPtr target, bool *finished)
-{
-	PgrplSlot  *slot;
-	bool		reached = false;
-
-	*finished = false;
-	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
-	slot = pgrpl_slot_find(MyDatabaseId, subid);
-	if (slot != NULL)
-	{
-		SpinLockAcquire(&slot->mutex);
-		reached = slot->caught_up_lsn >= target;
-		*finished = slot->state == PGRPL_STATE_FINISHED && slot->pid == 0;
-		SpinLockRelease(&slot->mutex);
-	}
-	LWLockRelease(pgrpl_shared->lock);
-	return reached;
-}
-
 Datum
 pgrpl_wait_for_lsn(PG_FUNCTION_ARGS)
 {
 	PgrplSubscription *sub;
 	XLogRecPtr	target;
-	TimestampTz deadline;
 	long		timeout_ms = 30000;
 
 	pgrpl_require_superuser("wait for a pgrpl subscription");
@@ -506,24 +471,10 @@ pgrpl_wait_for_lsn(PG_FUNCTION_ARGS)
 					 errmsg("timeout must not be negative")));
 		timeout_ms = (long) Min(secs * 1000.0, (double) INT_MAX);
 	}
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	for (;;)
-	{
-		bool		finished;
-		long		left;
-
-		if (pgrpl_reached(sub->id, target, &finished))
-			PG_RETURN_BOOL(true);
-		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		/* no worker runs for a disabled subscription: nothing will come */
-		if (finished || !sub->enabled || left <= 0)
-			PG_RETURN_BOOL(false);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(left, 10L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
+	/* No worker runs for a disabled subscription: nothing will come. */
+	if (!sub->enabled)
+		timeout_ms = 0;
+	PG_RETURN_BOOL(pgrpl_slot_wait_for_lsn(MyDatabaseId, sub->id, target, timeout_ms));
 }
 
 Datum
@@ -555,46 +506,38 @@ Datum
 pgrpl_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PgrplWorkerStatus *statuses;
+	int			count;
 
 	pgrpl_shmem_check();
 	InitMaterializedSRF(fcinfo, 0);
 
-	for (int i = 0; i < pgrpl_shared->nslots; i++)
+	statuses = pgrpl_slot_statuses(MyDatabaseId, &count);
+	for (int i = 0; i < count; i++)
 	{
-		PgrplSlot  *slot = &pgrpl_shared->slots[i];
-		PgrplSlot	copy;
+		PgrplWorkerStatus *st = &statuses[i];
 		Datum		values[14];
 		bool		nulls[14];
 
-		LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
-		if (!slot->in_use || slot->dboid != MyDatabaseId)
-		{
-			LWLockRelease(pgrpl_shared->lock);
-			continue;
-		}
-		SpinLockAcquire(&slot->mutex);
-		memcpy(&copy, slot, sizeof(PgrplSlot));
-		SpinLockRelease(&slot->mutex);
-		LWLockRelease(pgrpl_shared->lock);
-
 		memset(nulls, 0, sizeof(nulls));
-		values[0] = Int32GetDatum(copy.subid);
-		values[1] = Int32GetDatum(copy.pid);
-		nulls[1] = (copy.pid == 0);
-		values[2] = CStringGetTextDatum(pgrpl_state_name(copy.state));
-		values[3] = pgrpl_lsn_or_null(copy.received_lsn, &nulls[3]);
-		values[4] = pgrpl_lsn_or_null(copy.flushed_lsn, &nulls[4]);
-		values[5] = pgrpl_lsn_or_null(copy.latest_end_lsn, &nulls[5]);
-		values[6] = pgrpl_time_or_null(copy.last_msg_send_time, &nulls[6]);
-		values[7] = pgrpl_time_or_null(copy.last_msg_receipt_time, &nulls[7]);
-		values[8] = pgrpl_time_or_null(copy.latest_end_time, &nulls[8]);
-		values[9] = Int64GetDatum((int64) copy.transactions);
-		values[10] = Int64GetDatum((int64) copy.changes);
-		values[11] = Int64GetDatum((int64) copy.bytes_received);
-		values[12] = CStringGetTextDatum(copy.last_error);
-		nulls[12] = (copy.last_error[0] == '\0');
-		values[13] = pgrpl_time_or_null(copy.last_error_time, &nulls[13]);
+		values[0] = Int32GetDatum(st->subid);
+		values[1] = Int32GetDatum(st->pid);
+		nulls[1] = (st->pid == 0);
+		values[2] = CStringGetTextDatum(pgrpl_state_name(st->state));
+		values[3] = pgrpl_lsn_or_null(st->received_lsn, &nulls[3]);
+		values[4] = pgrpl_lsn_or_null(st->flushed_lsn, &nulls[4]);
+		values[5] = pgrpl_lsn_or_null(st->latest_end_lsn, &nulls[5]);
+		values[6] = pgrpl_time_or_null(st->last_msg_send_time, &nulls[6]);
+		values[7] = pgrpl_time_or_null(st->last_msg_receipt_time, &nulls[7]);
+		values[8] = pgrpl_time_or_null(st->latest_end_time, &nulls[8]);
+		values[9] = Int64GetDatum((int64) st->transactions);
+		values[10] = Int64GetDatum((int64) st->changes);
+		values[11] = Int64GetDatum((int64) st->bytes_received);
+		values[12] = CStringGetTextDatum(st->last_error);
+		nulls[12] = (st->last_error[0] == '\0');
+		values[13] = pgrpl_time_or_null(st->last_error_time, &nulls[13]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	pfree(statuses);
 	return (Datum) 0;
 }

@@ -5,12 +5,11 @@
  * Catalog access is rare (SQL API calls, worker start), so it uses SPI
  * with schema-qualified statements.  Changes to shared memory that must
  * only happen if the SQL call commits are queued and applied from a
- * transaction callback, as the built-in launcher does.
+ * transaction callback, as the built-in launcher does; the queue follows
+ * subtransactions.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <signal.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -230,22 +229,35 @@ pgrpl_subscription_delete(int32 id)
 
 /* ---- worker actions applied at end of transaction ---- */
 
+/*
+ * An action queued by a SQL call, applied when the top-level transaction
+ * ends.  on_commit is what the call means for the worker.  on_abort undoes
+ * what the call did to shared memory before commit (drop_subscription stops
+ * the worker at once).
+ *
+ * The queue follows subtransactions, as the built-in launcher's list of
+ * workers to stop at commit once did (AtEOSubXact_ApplyLauncher): an action
+ * belongs to the nesting level that queued it.  A subtransaction that
+ * commits hands its actions to its parent.  One that aborts drops the
+ * actions with nothing to undo; the others must undo however the top-level
+ * transaction ends, so their on_abort becomes their on_commit as well.
+ */
 typedef struct PgrplPendingAction
 {
 	Oid			dboid;
 	int32		subid;
+	int			nest_level;		/* GetCurrentTransactionNestLevel() */
 	PgrplWorkerAction on_commit;
 	PgrplWorkerAction on_abort;
 } PgrplPendingAction;
 
+/* In the order queued, which is the order they are applied in. */
 static List *pending_actions = NIL;
 static bool xact_callback_registered = false;
 
 static void
 pgrpl_apply_action(Oid dboid, int32 subid, PgrplWorkerAction action)
 {
-	PgrplSlot  *slot;
-
 	switch (action)
 	{
 		case PGRPL_ACTION_NONE:
@@ -254,17 +266,7 @@ pgrpl_apply_action(Oid dboid, int32 subid, PgrplWorkerAction action)
 			pgrpl_slot_set_wanted(dboid, subid, true);
 			break;
 		case PGRPL_ACTION_STOP:
-			LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-			slot = pgrpl_slot_find(dboid, subid);
-			if (slot != NULL)
-			{
-				slot->wanted = false;
-				if (slot->pid != 0)
-					kill(slot->pid, SIGTERM);
-				else
-					slot->in_use = false;
-			}
-			LWLockRelease(pgrpl_shared->lock);
+			pgrpl_slot_request_stop(dboid, subid);
 			break;
 		case PGRPL_ACTION_RESTART:
 			pgrpl_slot_request_restart(dboid, subid);
@@ -281,12 +283,34 @@ pgrpl_xact_callback(XactEvent event, void *arg)
 	ListCell   *lc;
 	bool		commit;
 
-	if (event == XACT_EVENT_COMMIT)
-		commit = true;
-	else if (event == XACT_EVENT_ABORT)
-		commit = false;
-	else
-		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * The queue is this backend's: COMMIT PREPARED, maybe in another
+			 * session, could not apply it.  As PrepareTransaction does for
+			 * the built-in workers; the abort that follows applies on_abort.
+			 */
+			if (pending_actions != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has manipulated pgrpl workers"),
+						 errdetail("Workers are started, stopped and restarted when the transaction that called a pgrpl management function commits, and COMMIT PREPARED cannot do that."),
+						 errhint("Call pgrpl management functions in a transaction that is not prepared.")));
+			return;
+		case XACT_EVENT_PREPARE:
+			Assert(pending_actions == NIL);
+			return;
+		case XACT_EVENT_COMMIT:
+			commit = true;
+			break;
+		case XACT_EVENT_ABORT:
+			commit = false;
+			break;
+		default:
+			return;
+	}
 
 	foreach(lc, pending_actions)
 	{
@@ -296,6 +320,37 @@ pgrpl_xact_callback(XactEvent event, void *arg)
 	}
 	list_free_deep(pending_actions);
 	pending_actions = NIL;
+}
+
+/* Runs while the ending subtransaction is still the current one. */
+static void
+pgrpl_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+
+	foreach(lc, pending_actions)
+	{
+		PgrplPendingAction *a = lfirst(lc);
+
+		if (a->nest_level < level)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			if (a->on_abort == PGRPL_ACTION_NONE)
+			{
+				pending_actions = foreach_delete_current(pending_actions, lc);
+				pfree(a);
+				continue;
+			}
+			a->on_commit = a->on_abort;
+		}
+		a->nest_level = level - 1;
+	}
 }
 
 void
@@ -308,12 +363,14 @@ pgrpl_at_end_of_xact(int32 subid, PgrplWorkerAction on_commit,
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(pgrpl_xact_callback, NULL);
+		RegisterSubXactCallback(pgrpl_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	a = palloc(sizeof(PgrplPendingAction));
 	a->dboid = MyDatabaseId;
 	a->subid = subid;
+	a->nest_level = GetCurrentTransactionNestLevel();
 	a->on_commit = on_commit;
 	a->on_abort = on_abort;
 	pending_actions = lappend(pending_actions, a);

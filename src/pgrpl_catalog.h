@@ -41,6 +41,14 @@ typedef enum PgrplWorkerAction
 	PGRPL_ACTION_FORGET			/* free the slot (after drop) */
 } PgrplWorkerAction;
 
+/*
+ * Queue what to do with the worker of subscription subid (of this database)
+ * when the transaction ends: on_commit if it commits, on_abort if it aborts.
+ * on_abort undoes a change the caller made to shared memory at once; it is
+ * also applied, at the end of the transaction however it ends, when the
+ * subtransaction that queued it is rolled back.  Actions are applied in the
+ * order queued.  A transaction with actions queued cannot be prepared.
+ */
 extern void pgrpl_at_end_of_xact(int32 subid, PgrplWorkerAction on_commit,
 								 PgrplWorkerAction on_abort);
 

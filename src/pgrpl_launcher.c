@@ -26,7 +26,6 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -55,15 +54,6 @@ pgrpl_launcher_register(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "pgrpl launcher");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "pgrpl launcher");
 	RegisterBackgroundWorker(&bgw);
-}
-
-static void
-pgrpl_launcher_detach(int code, Datum arg)
-{
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	pgrpl_shared->launcher_pid = 0;
-	pgrpl_shared->launcher_latch = NULL;
-	LWLockRelease(pgrpl_shared->lock);
 }
 
 static BackgroundWorkerHandle *
@@ -164,7 +154,7 @@ static PgrplLaunched *launched;
 static void
 pgrpl_reap_workers(TimestampTz now)
 {
-	for (int i = 0; i < pgrpl_shared->nslots; i++)
+	for (int i = 0; i < pgrpl_slot_count(); i++)
 	{
 		PgrplLaunched *l = &launched[i];
 		pid_t		pid;
@@ -174,13 +164,8 @@ pgrpl_reap_workers(TimestampTz now)
 			continue;
 		pfree(l->handle);
 		l->handle = NULL;
-
-		LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-		if (pgrpl_shared->slots[i].in_use && pgrpl_shared->slots[i].subid == l->subid &&
-			pgrpl_shared->slots[i].dboid == l->dboid)
-			pgrpl_shared->slots[i].next_start =
-				TimestampTzPlusMilliseconds(now, PGRPL_RESTART_DELAY_MS);
-		LWLockRelease(pgrpl_shared->lock);
+		pgrpl_slot_delay_start(i, l->dboid, l->subid,
+							   TimestampTzPlusMilliseconds(now, PGRPL_RESTART_DELAY_MS));
 	}
 }
 
@@ -188,22 +173,14 @@ pgrpl_reap_workers(TimestampTz now)
 static void
 pgrpl_start_workers(TimestampTz now)
 {
-	for (int i = 0; i < pgrpl_shared->nslots; i++)
+	for (int i = 0; i < pgrpl_slot_count(); i++)
 	{
-		PgrplSlot  *slot = &pgrpl_shared->slots[i];
-		bool		start;
 		Oid			dboid;
 		int32		subid;
 		char		name[BGW_MAXLEN];
 
-		if (launched[i].handle != NULL)
-			continue;
-		LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
-		start = slot->in_use && slot->wanted && slot->pid == 0 && slot->next_start <= now;
-		dboid = slot->dboid;
-		subid = slot->subid;
-		LWLockRelease(pgrpl_shared->lock);
-		if (!start)
+		if (launched[i].handle != NULL ||
+			!pgrpl_slot_needs_worker(i, now, &dboid, &subid))
 			continue;
 
 		snprintf(name, sizeof(name), "pgrpl worker for subscription %d", subid);
@@ -221,14 +198,10 @@ pgrpl_launcher_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	pgrpl_shared->launcher_pid = MyProcPid;
-	pgrpl_shared->launcher_latch = &MyProc->procLatch;
-	LWLockRelease(pgrpl_shared->lock);
-	before_shmem_exit(pgrpl_launcher_detach, (Datum) 0);
+	pgrpl_launcher_attach();
 
 	launched = MemoryContextAllocZero(TopMemoryContext,
-									  sizeof(PgrplLaunched) * pgrpl_shared->nslots);
+									  sizeof(PgrplLaunched) * pgrpl_slot_count());
 	pgrpl_probe_databases();
 
 	for (;;)

@@ -1,7 +1,13 @@
 /*-------------------------------------------------------------------------
  * pgrpl_shmem.c
- *		Shared memory for the launcher and workers, and the slot operations
- *		the SQL API uses to start and stop workers.
+ *		Shared memory for the launcher and workers: every read and change of
+ *		a slot, for the SQL API, the launcher and the worker itself.
+ *
+ * Locking: PgrplShared->lock protects which slots are in use and for whom,
+ * "wanted", "restart", pid, latch and next_start; a slot's spinlock its
+ * progress and statistics.  Whoever changes a slot's state, caught_up_lsn
+ * or pid broadcasts its condition variable after releasing the locks, so a
+ * waiter that prepared to sleep before looking never misses the change.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -18,7 +24,20 @@
 #include "pgrpl.h"
 #include "pgrpl_shmem.h"
 
+/*
+ * A backend waiting on a slot's condition variable looks again at least this
+ * often, in case a change came without a broadcast (e.g. a worker killed
+ * before it could send one).
+ */
+#define PGRPL_CV_RECHECK_MS		1000L
+/* ... and this often while the subscription has no slot at all. */
+#define PGRPL_NO_SLOT_RECHECK_MS	100L
+
 PgrplShared *pgrpl_shared = NULL;
+
+/* In a worker: the slot it claimed, and the state it last published. */
+static PgrplSlot *MyPgrplSlot = NULL;
+static PgrplWorkerState MyPgrplState = PGRPL_STATE_STARTING;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -117,6 +136,42 @@ pgrpl_slot_reset_stats(PgrplSlot *slot)
 	SpinLockRelease(&slot->mutex);
 }
 
+
+/* ---------------------------------------------------------------------
+ * For the SQL API and the actions applied at end of transaction
+ * --------------------------------------------------------------------- */
+
+int
+pgrpl_slot_count(void)
+{
+	return pgrpl_shared->nslots;
+}
+
+bool
+pgrpl_slot_any_free(void)
+{
+	bool		found = false;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	for (int i = 0; i < pgrpl_shared->nslots && !found; i++)
+		found = !pgrpl_shared->slots[i].in_use;
+	LWLockRelease(pgrpl_shared->lock);
+	return found;
+}
+
+bool
+pgrpl_slot_is_wanted(Oid dboid, int32 subid)
+{
+	PgrplSlot  *slot;
+	bool		wanted;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	slot = pgrpl_slot_find(dboid, subid);
+	wanted = (slot != NULL && slot->wanted);
+	LWLockRelease(pgrpl_shared->lock);
+	return wanted;
+}
+
 /*
  * Mark a subscription as wanting (or not) a worker, claiming a slot if
  * needed.  Runs at commit, so it must not throw: when every slot is taken
@@ -169,6 +224,29 @@ pgrpl_slot_set_wanted(Oid dboid, int32 subid, bool wanted)
 		pgrpl_wake_launcher();
 }
 
+/*
+ * Stop wanting a worker.  A running one is signalled and frees the slot as
+ * it exits; otherwise the slot is free at once.  Runs at commit: no waiting.
+ */
+void
+pgrpl_slot_request_stop(Oid dboid, int32 subid)
+{
+	PgrplSlot  *slot;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	slot = pgrpl_slot_find(dboid, subid);
+	if (slot != NULL)
+	{
+		slot->wanted = false;
+		/* Under the lock: the worker clears pid under it before exiting. */
+		if (slot->pid != 0)
+			kill(slot->pid, SIGTERM);
+		else
+			slot->in_use = false;
+	}
+	LWLockRelease(pgrpl_shared->lock);
+}
+
 /* Forget a subscription: its worker must already be gone. */
 void
 pgrpl_slot_release(Oid dboid, int32 subid)
@@ -203,33 +281,193 @@ pgrpl_slot_request_restart(Oid dboid, int32 subid)
 
 /*
  * Stop the worker of a subscription and wait until it has exited, so that
- * its replication slot and origin are free when we return.  The caller has
- * already cleared "wanted", so the launcher will not start another one.
+ * its replication slot and origin are free when we return.  "wanted" is
+ * cleared first, so the launcher does not start another one.
+ *
+ * The worker clears pid and then broadcasts progress_cv as it exits.  We
+ * get on the condition variable's wait list before each look at pid, so a
+ * broadcast that comes after the look wakes us up.
  */
 void
 pgrpl_slot_stop_worker(Oid dboid, int32 subid)
 {
+	ConditionVariable *prepared = NULL;
+
 	for (;;)
 	{
 		PgrplSlot  *slot;
-		pid_t		pid = 0;
+		ConditionVariable *cv = NULL;
 
-		LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+		LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
 		slot = pgrpl_slot_find(dboid, subid);
 		if (slot != NULL)
-			pid = slot->pid;
+		{
+			slot->wanted = false;
+			if (slot->pid != 0)
+			{
+				/*
+				 * Under the lock: the worker clears pid under it before
+				 * exiting.  SIGTERM is what "die" handles: it exits at once.
+				 */
+				kill(slot->pid, SIGTERM);
+				cv = &slot->progress_cv;
+			}
+		}
 		LWLockRelease(pgrpl_shared->lock);
 
-		if (pid == 0)
-			return;
-
-		/* SIGTERM is what "die" handles: the worker exits at once. */
-		kill(pid, SIGTERM);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		if (cv == NULL)
+			break;
+		if (cv != prepared)
+		{
+			/* Get on the wait list, then look again before sleeping. */
+			ConditionVariablePrepareToSleep(cv);
+			prepared = cv;
+			continue;
+		}
+		/* Resends SIGTERM now and then; interrupts are checked inside. */
+		(void) ConditionVariableTimedSleep(cv, PGRPL_CV_RECHECK_MS, PG_WAIT_EXTENSION);
 	}
+	if (prepared != NULL)
+		ConditionVariableCancelSleep();
+}
+
+/*
+ * One look at a subscription's progress: has it materialized "target", or
+ * has its worker finished (at stop_lsn) and exited?  Returns the slot's
+ * condition variable, or NULL if the subscription has no slot.
+ */
+static ConditionVariable *
+pgrpl_slot_look(Oid dboid, int32 subid, XLogRecPtr target,
+				bool *reached, bool *finished)
+{
+	PgrplSlot  *slot;
+	ConditionVariable *cv = NULL;
+
+	*reached = false;
+	*finished = false;
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	slot = pgrpl_slot_find(dboid, subid);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		*reached = slot->caught_up_lsn >= target;
+		*finished = slot->state == PGRPL_STATE_FINISHED && slot->pid == 0;
+		SpinLockRelease(&slot->mutex);
+		cv = &slot->progress_cv;
+	}
+	LWLockRelease(pgrpl_shared->lock);
+	return cv;
+}
+
+bool
+pgrpl_slot_wait_for_lsn(Oid dboid, int32 subid, XLogRecPtr target,
+						long timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   timeout_ms);
+	ConditionVariable *prepared = NULL;
+	bool		reached;
+
+	for (;;)
+	{
+		ConditionVariable *cv;
+		bool		finished;
+		long		left;
+
+		cv = pgrpl_slot_look(dboid, subid, target, &reached, &finished);
+		if (reached || finished)
+			break;
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left <= 0)
+			break;
+
+		if (cv == NULL)
+		{
+			/* No slot (yet, e.g. before the start-up probe): poll. */
+			if (prepared != NULL)
+			{
+				ConditionVariableCancelSleep();
+				prepared = NULL;
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(left, PGRPL_NO_SLOT_RECHECK_MS), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		else if (cv != prepared)
+		{
+			/* Get on the wait list, then look again before sleeping. */
+			ConditionVariablePrepareToSleep(cv);
+			prepared = cv;
+		}
+		else
+			(void) ConditionVariableTimedSleep(cv, Min(left, PGRPL_CV_RECHECK_MS),
+											   PG_WAIT_EXTENSION);
+	}
+	if (prepared != NULL)
+		ConditionVariableCancelSleep();
+	return reached;
+}
+
+PgrplWorkerStatus *
+pgrpl_slot_statuses(Oid dboid, int *count)
+{
+	PgrplWorkerStatus *result;
+	int			n = 0;
+
+	result = palloc(sizeof(PgrplWorkerStatus) * pgrpl_shared->nslots);
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	for (int i = 0; i < pgrpl_shared->nslots; i++)
+	{
+		PgrplSlot  *slot = &pgrpl_shared->slots[i];
+		PgrplWorkerStatus *st = &result[n];
+
+		if (!slot->in_use || slot->dboid != dboid)
+			continue;
+		st->subid = slot->subid;
+		st->pid = slot->pid;
+		SpinLockAcquire(&slot->mutex);
+		st->state = slot->state;
+		st->received_lsn = slot->received_lsn;
+		st->flushed_lsn = slot->flushed_lsn;
+		st->latest_end_lsn = slot->latest_end_lsn;
+		st->last_msg_send_time = slot->last_msg_send_time;
+		st->last_msg_receipt_time = slot->last_msg_receipt_time;
+		st->latest_end_time = slot->latest_end_time;
+		st->transactions = slot->transactions;
+		st->changes = slot->changes;
+		st->bytes_received = slot->bytes_received;
+		memcpy(st->last_error, slot->last_error, PGRPL_ERROR_LEN);
+		st->last_error_time = slot->last_error_time;
+		SpinLockRelease(&slot->mutex);
+		n++;
+	}
+	LWLockRelease(pgrpl_shared->lock);
+	*count = n;
+	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * For the launcher
+ * --------------------------------------------------------------------- */
+
+static void
+pgrpl_launcher_detach(int code, Datum arg)
+{
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	pgrpl_shared->launcher_pid = 0;
+	pgrpl_shared->launcher_latch = NULL;
+	LWLockRelease(pgrpl_shared->lock);
+}
+
+void
+pgrpl_launcher_attach(void)
+{
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	pgrpl_shared->launcher_pid = MyProcPid;
+	pgrpl_shared->launcher_latch = &MyProc->procLatch;
+	LWLockRelease(pgrpl_shared->lock);
+	before_shmem_exit(pgrpl_launcher_detach, (Datum) 0);
 }
 
 void
@@ -241,6 +479,207 @@ pgrpl_wake_launcher(void)
 	latch = pgrpl_shared->launcher_latch;
 	if (latch != NULL)
 		SetLatch(latch);
+	LWLockRelease(pgrpl_shared->lock);
+}
+
+bool
+pgrpl_slot_needs_worker(int index, TimestampTz now, Oid *dboid, int32 *subid)
+{
+	PgrplSlot  *slot = &pgrpl_shared->slots[index];
+	bool		needed;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	needed = slot->in_use && slot->wanted && slot->pid == 0 && slot->next_start <= now;
+	*dboid = slot->dboid;
+	*subid = slot->subid;
+	LWLockRelease(pgrpl_shared->lock);
+	return needed;
+}
+
+void
+pgrpl_slot_delay_start(int index, Oid dboid, int32 subid, TimestampTz until)
+{
+	PgrplSlot  *slot = &pgrpl_shared->slots[index];
+
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	if (slot->in_use && slot->subid == subid && slot->dboid == dboid)
+		slot->next_start = until;
+	LWLockRelease(pgrpl_shared->lock);
+}
+
+/* ---------------------------------------------------------------------
+ * For the worker: its own slot
+ * --------------------------------------------------------------------- */
+
+bool
+pgrpl_worker_claim_slot(Oid dboid, int32 subid)
+{
+	PgrplSlot  *slot;
+
+	Assert(MyPgrplSlot == NULL);
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	slot = pgrpl_slot_find(dboid, subid);
+	if (slot != NULL && slot->wanted && slot->pid == 0)
+	{
+		slot->pid = MyProcPid;
+		slot->latch = &MyProc->procLatch;
+		slot->restart = false;
+		MyPgrplSlot = slot;
+	}
+	LWLockRelease(pgrpl_shared->lock);
+	return MyPgrplSlot != NULL;
+}
+
+void
+pgrpl_worker_release_slot(void)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	if (slot == NULL)
+		return;
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	slot->pid = 0;
+	slot->latch = NULL;
+	/* A dropped or disabled subscription's slot is free again. */
+	if (!slot->wanted && MyPgrplState != PGRPL_STATE_FINISHED)
+		slot->in_use = false;
+	LWLockRelease(pgrpl_shared->lock);
+	MyPgrplSlot = NULL;
+	/* After pid is cleared: stop_worker and wait_for_lsn look at it. */
+	ConditionVariableBroadcast(&slot->progress_cv);
+}
+
+void
+pgrpl_worker_set_state(PgrplWorkerState state)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	MyPgrplState = state;
+	SpinLockAcquire(&slot->mutex);
+	slot->state = state;
+	SpinLockRelease(&slot->mutex);
+	ConditionVariableBroadcast(&slot->progress_cv);
+}
+
+void
+pgrpl_worker_record_error(const char *message)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&slot->mutex);
+	slot->state = PGRPL_STATE_ERROR;
+	strlcpy(slot->last_error, message, PGRPL_ERROR_LEN);
+	slot->last_error_time = now;
+	SpinLockRelease(&slot->mutex);
+	MyPgrplState = PGRPL_STATE_ERROR;
+	ConditionVariableBroadcast(&slot->progress_cv);
+}
+
+void
+pgrpl_worker_clear_error(void)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->last_error[0] = '\0';
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+pgrpl_worker_set_caught_up(XLogRecPtr lsn)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+	bool		advanced = false;
+
+	SpinLockAcquire(&slot->mutex);
+	if (lsn > slot->caught_up_lsn)
+	{
+		slot->caught_up_lsn = lsn;
+		advanced = true;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (advanced)
+		ConditionVariableBroadcast(&slot->progress_cv);
+}
+
+void
+pgrpl_worker_note_progress(XLogRecPtr progress)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	SpinLockAcquire(&slot->mutex);
+	if (progress > slot->flushed_lsn)
+		slot->flushed_lsn = progress;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+pgrpl_worker_note_received(XLogRecPtr received_lsn, int bytes,
+						   TimestampTz send_time, TimestampTz receipt_time,
+						   bool keepalive, XLogRecPtr wal_end)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->received_lsn = received_lsn;
+	slot->bytes_received += bytes;
+	slot->last_msg_send_time = send_time;
+	slot->last_msg_receipt_time = receipt_time;
+	if (keepalive)
+	{
+		slot->latest_end_lsn = wal_end;
+		slot->latest_end_time = send_time;
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+pgrpl_worker_note_commit(XLogRecPtr end_lsn, int transactions, int64 changes)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->flushed_lsn = end_lsn;
+	slot->transactions += transactions;
+	slot->changes += changes;
+	SpinLockRelease(&slot->mutex);
+}
+
+bool
+pgrpl_worker_restart_pending(void)
+{
+	bool		restart;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
+	restart = MyPgrplSlot->restart;
+	LWLockRelease(pgrpl_shared->lock);
+	return restart;
+}
+
+bool
+pgrpl_worker_peek_restart(void)
+{
+	return ((volatile PgrplSlot *) MyPgrplSlot)->restart;
+}
+
+bool
+pgrpl_worker_consume_restart(void)
+{
+	bool		restart;
+
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	restart = MyPgrplSlot->restart;
+	MyPgrplSlot->restart = false;
+	LWLockRelease(pgrpl_shared->lock);
+	return restart;
+}
+
+void
+pgrpl_worker_unwant(void)
+{
+	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
+	MyPgrplSlot->wanted = false;
 	LWLockRelease(pgrpl_shared->lock);
 }
 
