@@ -103,6 +103,30 @@ INSERT INTO st_a VALUES (1000, 'after purge');
 SELECT public.wait_sub('st');
 SELECT op, new FROM pgrpl.row_history('st', 'st_a', '{"id": 1000}');
 
+-- The log's own end bounds what is captured again: a worker whose origin
+-- lost its progress (dropping the origin clears it at once, even when a
+-- drop_subscription rolls back) and whose slot is behind does not capture
+-- a transaction twice.
+SELECT pg_copy_logical_replication_slot('st', 'st_behind') IS NOT NULL AS copied;
+INSERT INTO st_a VALUES (2000, 'once');
+SELECT public.wait_sub('st');
+SELECT pgrpl.disable_subscription('st');
+SELECT public.wait_stopped('st');
+SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin
+ WHERE roname = format('pgrpl_%s_%s', (SELECT oid FROM pg_database WHERE datname = current_database()), :sid);
+UPDATE pgrpl.subscription SET slot_name = 'st_behind' WHERE sub_id = :sid;
+SELECT pgrpl.enable_subscription('st');
+INSERT INTO st_a VALUES (2001, 'after');
+SELECT public.wait_sub('st');
+SELECT new->>'id' AS id, count(*) FROM pgrpl.changes('st')
+ WHERE new->>'id' IN ('2000', '2001') GROUP BY 1 ORDER BY 1;
+SELECT pgrpl.disable_subscription('st');
+SELECT public.wait_stopped('st');
+UPDATE pgrpl.subscription SET slot_name = 'st' WHERE sub_id = :sid;
+SELECT public.poll_until($$SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'st_behind'$$);
+SELECT pg_drop_replication_slot('st_behind');
+SELECT pgrpl.enable_subscription('st');
+
 -- Retention: the worker purges what committed longer ago by itself.
 SELECT pgrpl.set_retention('st', interval '-1 day');
 SELECT pgrpl.set_retention('st', interval '1 millisecond');

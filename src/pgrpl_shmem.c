@@ -33,7 +33,7 @@
 /* ... and this often while the subscription has no slot at all. */
 #define PGRPL_NO_SLOT_RECHECK_MS	100L
 
-PgrplShared *pgrpl_shared = NULL;
+static PgrplShared *pgrpl_shared = NULL;
 
 /* In a worker: the slot it claimed, and the state it last published. */
 static PgrplSlot *MyPgrplSlot = NULL;
@@ -103,7 +103,7 @@ pgrpl_shmem_check(void)
 }
 
 /* Caller holds the lock. */
-PgrplSlot *
+static PgrplSlot *
 pgrpl_slot_find(Oid dboid, int32 subid)
 {
 	for (int i = 0; i < pgrpl_shared->nslots; i++)

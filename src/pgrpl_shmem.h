@@ -99,13 +99,6 @@ typedef struct PgrplWorkerStatus
 	TimestampTz last_error_time;
 } PgrplWorkerStatus;
 
-/*
- * Only for pgrpl_worker.c, until it uses the pgrpl_worker_* functions
- * below; then these move into pgrpl_shmem.c.  Nothing else may use them.
- */
-extern PgrplShared *pgrpl_shared;
-extern PgrplSlot *pgrpl_slot_find(Oid dboid, int32 subid);
-
 extern void pgrpl_shmem_install_hooks(void);
 extern void pgrpl_shmem_check(void);
 extern const char *pgrpl_state_name(PgrplWorkerState state);

@@ -86,7 +86,6 @@ typedef struct PgrplFlushPos
 /* Everything one worker process knows. */
 static struct
 {
-	PgrplSlot  *slot;
 	int32		subid;
 	PgrplSubscription *sub;
 	WalReceiverConn *conn;
@@ -118,7 +117,6 @@ static struct
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
 	dlist_head	flush_map;
-	PgrplWorkerState state;
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
 	/* for the error context */
@@ -181,89 +179,13 @@ static const PgrplSink pgrpl_worker_sink = {
 };
 
 /* ---------------------------------------------------------------------
- * Shared state helpers
+ * Shared state: everything goes through pgrpl_shmem.c's pgrpl_worker_*
  * --------------------------------------------------------------------- */
-
-static void
-pgrpl_set_state(PgrplWorkerState state)
-{
-	W.state = state;
-	SpinLockAcquire(&W.slot->mutex);
-	W.slot->state = state;
-	SpinLockRelease(&W.slot->mutex);
-	ConditionVariableBroadcast(&W.slot->progress_cv);
-}
-
-static void
-pgrpl_record_error(const char *message)
-{
-	SpinLockAcquire(&W.slot->mutex);
-	W.slot->state = PGRPL_STATE_ERROR;
-	strlcpy(W.slot->last_error, message, PGRPL_ERROR_LEN);
-	W.slot->last_error_time = GetCurrentTimestamp();
-	SpinLockRelease(&W.slot->mutex);
-	W.state = PGRPL_STATE_ERROR;
-	ConditionVariableBroadcast(&W.slot->progress_cv);
-}
-
-/* Everything up to "lsn" is materialized here: wake wait_for_lsn(). */
-static void
-pgrpl_set_caught_up(XLogRecPtr lsn)
-{
-	bool		advanced = false;
-
-	SpinLockAcquire(&W.slot->mutex);
-	if (lsn > W.slot->caught_up_lsn)
-	{
-		W.slot->caught_up_lsn = lsn;
-		advanced = true;
-	}
-	SpinLockRelease(&W.slot->mutex);
-	if (advanced)
-		ConditionVariableBroadcast(&W.slot->progress_cv);
-}
-
-/* Claim our slot; false if it is gone or another worker holds it. */
-static bool
-pgrpl_claim_slot(Oid dboid, int32 subid)
-{
-	PgrplSlot  *slot;
-	bool		ok = false;
-
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	slot = pgrpl_slot_find(dboid, subid);
-	if (slot != NULL && slot->wanted && slot->pid == 0)
-	{
-		slot->pid = MyProcPid;
-		slot->latch = &MyProc->procLatch;
-		slot->restart = false;
-		W.slot = slot;
-		ok = true;
-	}
-	LWLockRelease(pgrpl_shared->lock);
-	return ok;
-}
 
 static void
 pgrpl_worker_shutdown(int code, Datum arg)
 {
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	W.slot->pid = 0;
-	W.slot->latch = NULL;
-	/* A dropped or disabled subscription's slot is free again. */
-	if (!W.slot->wanted && W.state != PGRPL_STATE_FINISHED)
-		W.slot->in_use = false;
-	LWLockRelease(pgrpl_shared->lock);
-	ConditionVariableBroadcast(&W.slot->progress_cv);
-}
-
-/* Stop being wanted, e.g. after stop_lsn or when the row is gone. */
-static void
-pgrpl_unwant(void)
-{
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	W.slot->wanted = false;
-	LWLockRelease(pgrpl_shared->lock);
+	pgrpl_worker_release_slot();
 }
 
 /*
@@ -274,11 +196,8 @@ pgrpl_unwant(void)
 static bool
 pgrpl_restart_pending(void)
 {
-	bool		restart;
+	bool		restart = pgrpl_worker_restart_pending();
 
-	LWLockAcquire(pgrpl_shared->lock, LW_SHARED);
-	restart = W.slot->restart;
-	LWLockRelease(pgrpl_shared->lock);
 	if (restart)
 		W.end_reason = PGRPL_SESSION_RESTART;
 	return restart;
@@ -287,13 +206,7 @@ pgrpl_restart_pending(void)
 static bool
 pgrpl_restart_requested(void)
 {
-	bool		restart;
-
-	LWLockAcquire(pgrpl_shared->lock, LW_EXCLUSIVE);
-	restart = W.slot->restart;
-	W.slot->restart = false;
-	LWLockRelease(pgrpl_shared->lock);
-	return restart;
+	return pgrpl_worker_consume_restart();
 }
 
 /* ---------------------------------------------------------------------
@@ -363,7 +276,7 @@ pgrpl_recover_from_error(void)
 	if (W.cap.rel_ids != NULL)
 		pgrpl_capture_forget_relation_ids(&W.cap);
 	pgrpl_group_reset();
-	pgrpl_record_error(edata->message);
+	pgrpl_worker_record_error(edata->message);
 	FreeErrorData(edata);
 	MemoryContextReset(W.msgcxt);
 	RESUME_INTERRUPTS();
@@ -391,7 +304,7 @@ pgrpl_sleep(long ms)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		/* A settings change ends the backoff: try again now. */
-		if (W.slot->restart)
+		if (pgrpl_worker_peek_restart())
 			return;
 	}
 }
@@ -408,7 +321,7 @@ pgrpl_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (!pgrpl_claim_slot(dboid, subid))
+	if (!pgrpl_worker_claim_slot(dboid, subid))
 		proc_exit(0);
 	W.subid = subid;
 	before_shmem_exit(pgrpl_worker_shutdown, (Datum) 0);
@@ -500,13 +413,14 @@ pgrpl_setup_origin(void)
 	char		name[NAMEDATALEN];
 	RepOriginId originid;
 	XLogRecPtr	progress;
+	XLogRecPtr	logged;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	/* Never write into a schema of another storage version. */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgrpl_writer_check_storage();
-	pgrpl_writer_session_start(W.subid);
+	logged = pgrpl_writer_session_start(W.subid);
 	PopActiveSnapshot();
 	pgrpl_origin_name(MyDatabaseId, W.subid, name, sizeof(name));
 	originid = replorigin_by_name(name, true);
@@ -519,7 +433,8 @@ pgrpl_setup_origin(void)
 	}
 	progress = replorigin_session_get_progress(false);
 	CommitTransactionCommand();
-	return progress;
+	/* Never below what the log holds (see pgrpl_writer_session_start). */
+	return Max(progress, logged);
 }
 
 static PgrplSessionEnd
@@ -529,28 +444,25 @@ pgrpl_session(void)
 	char		local_sysid[32];
 	PgrplSessionEnd end;
 
-	pgrpl_set_state(PGRPL_STATE_STARTING);
+	pgrpl_worker_set_state(PGRPL_STATE_STARTING);
 	W.sub = pgrpl_load_subscription();
 	if (W.sub == NULL)
 	{
-		pgrpl_unwant();
+		pgrpl_worker_unwant();
 		return PGRPL_SESSION_GONE;
 	}
 
 	W.progress = pgrpl_setup_origin();
-	SpinLockAcquire(&W.slot->mutex);
-	if (W.progress > W.slot->flushed_lsn)
-		W.slot->flushed_lsn = W.progress;
-	SpinLockRelease(&W.slot->mutex);
-	pgrpl_set_caught_up(W.progress);
+	pgrpl_worker_note_progress(W.progress);
+	pgrpl_worker_set_caught_up(W.progress);
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && W.progress >= W.sub->stop_lsn)
 	{
-		pgrpl_set_state(PGRPL_STATE_FINISHED);
-		pgrpl_unwant();
+		pgrpl_worker_set_state(PGRPL_STATE_FINISHED);
+		pgrpl_worker_unwant();
 		return PGRPL_SESSION_FINISHED;
 	}
 
-	pgrpl_set_state(PGRPL_STATE_CONNECTING);
+	pgrpl_worker_set_state(PGRPL_STATE_CONNECTING);
 	W.conn = pgrpl_stream_connect(W.sub->conninfo, W.sub->name);
 
 	sysid = pgrpl_stream_identify(W.conn);
@@ -576,11 +488,9 @@ pgrpl_session(void)
 	W.ping_sent = false;
 
 	pgrpl_stream_start(W.conn, W.sub->slot_name, W.progress, W.sub->publications);
-	pgrpl_set_state(PGRPL_STATE_STREAMING);
+	pgrpl_worker_set_state(PGRPL_STATE_STREAMING);
 	W.streaming_since = GetCurrentTimestamp();
-	SpinLockAcquire(&W.slot->mutex);
-	W.slot->last_error[0] = '\0';
-	SpinLockRelease(&W.slot->mutex);
+	pgrpl_worker_clear_error();
 
 	end = pgrpl_apply_loop();
 
@@ -610,9 +520,9 @@ pgrpl_session(void)
 		 * wait_for_lsn(stop_lsn) must say so, although the last unit may end
 		 * well before it.
 		 */
-		pgrpl_set_caught_up(W.sub->stop_lsn);
-		pgrpl_set_state(PGRPL_STATE_FINISHED);
-		pgrpl_unwant();
+		pgrpl_worker_set_caught_up(W.sub->stop_lsn);
+		pgrpl_worker_set_state(PGRPL_STATE_FINISHED);
+		pgrpl_worker_unwant();
 	}
 	walrcv_disconnect(W.conn);
 	W.conn = NULL;
@@ -718,7 +628,7 @@ pgrpl_apply_loop(void)
 			 * past the new stop_lsn.  Unlocked read, as in pgrpl_sleep; the
 			 * flag is consumed below.
 			 */
-			if (W.slot->restart)
+			if (pgrpl_worker_peek_restart())
 				break;
 
 			/*
@@ -920,17 +830,13 @@ pgrpl_commit_local(void)
 		W.progress = W.group_end;
 		W.cap.progress = W.progress;
 
-		SpinLockAcquire(&W.slot->mutex);
-		W.slot->flushed_lsn = W.group_end;
-		W.slot->transactions += W.group_units;
-		W.slot->changes += W.group_changes;
-		SpinLockRelease(&W.slot->mutex);
+		pgrpl_worker_note_commit(W.group_end, W.group_units, W.group_changes);
 		pgrpl_group_reset();
 		MemoryContextSwitchTo(W.msgcxt);
 	}
 	/* Everything processed is now materialized (or needed nothing). */
 	if (!W.cap.active)
-		pgrpl_set_caught_up(W.seen_end);
+		pgrpl_worker_set_caught_up(W.seen_end);
 }
 
 /*
@@ -1028,7 +934,7 @@ pgrpl_apply_message(StringInfo payload)
 		/* Nothing captured (skipped or empty): nothing to make durable. */
 		W.seen_end = Max(W.seen_end, W.cap.unit_end);
 		if (!W.local_open)
-			pgrpl_set_caught_up(W.seen_end);
+			pgrpl_worker_set_caught_up(W.seen_end);
 	}
 	return false;
 }
@@ -1040,17 +946,8 @@ pgrpl_note_received(PgrplCopyData *cd, int len)
 
 	if (cd->wal_end > W.last_received)
 		W.last_received = cd->wal_end;
-	SpinLockAcquire(&W.slot->mutex);
-	W.slot->received_lsn = W.last_received;
-	W.slot->bytes_received += len;
-	W.slot->last_msg_send_time = cd->send_time;
-	W.slot->last_msg_receipt_time = now;
-	if (cd->kind == 'k')
-	{
-		W.slot->latest_end_lsn = cd->wal_end;
-		W.slot->latest_end_time = cd->send_time;
-	}
-	SpinLockRelease(&W.slot->mutex);
+	pgrpl_worker_note_received(W.last_received, len, cd->send_time, now,
+							   cd->kind == 'k', cd->wal_end);
 }
 
 /*
@@ -1084,7 +981,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 		if (!W.cap.active)
 		{
 			pgrpl_commit_local();
-			pgrpl_set_caught_up(cd.wal_end);
+			pgrpl_worker_set_caught_up(cd.wal_end);
 			if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) && cd.wal_end >= W.sub->stop_lsn)
 				stop = true;
 		}

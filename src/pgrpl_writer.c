@@ -96,7 +96,10 @@ static int64 part_changes;		/* changes in next_txn_id's partition */
  * Small SPI helpers (rare paths)
  * --------------------------------------------------------------------- */
 
-/* Run one statement returning at most one int8; false if no row or NULL. */
+/*
+ * Run one statement returning at most one int4, int8 or pg_lsn (as int64);
+ * false if no row or NULL.
+ */
 static bool
 pgrpl_spi_int8(const char *sql, int nargs, Oid *types, Datum *values, int64 *result)
 {
@@ -113,8 +116,14 @@ pgrpl_spi_int8(const char *sql, int nargs, Oid *types, Datum *values, int64 *res
 
 		if (!isnull)
 		{
-			*result = (SPI_tuptable->tupdesc->attrs[0].atttypid == INT4OID) ?
-				DatumGetInt32(d) : DatumGetInt64(d);
+			Oid			typid = SPI_tuptable->tupdesc->attrs[0].atttypid;
+
+			if (typid == INT4OID)
+				*result = DatumGetInt32(d);
+			else if (typid == LSNOID)
+				*result = (int64) DatumGetLSN(d);
+			else
+				*result = DatumGetInt64(d);
 			found = true;
 		}
 	}
@@ -158,13 +167,19 @@ pgrpl_writer_check_storage(void)
 }
 
 /*
- * At the start of a session: where the subscription's txn_ids stand.  The
+ * At the start of a session: where the subscription's txn_ids stand, and
+ * the end of the last unit in the log.  The replication origin's progress
+ * commits with the rows, so the two agree -- unless the origin lost its
+ * progress while the log kept its rows (dropping an origin clears its
+ * progress at once, even when the dropping transaction rolls back, e.g. a
+ * drop_subscription rolled back): then the log's own end says what not to
+ * capture again.  The
  * next id is above every id in the log, including ids of rows whose
  * transaction row a purge deleted (they must never become visible again
  * under a new transaction).  The current partition's fill is estimated from
  * its statistics; partition_size is a target, not a limit.
  */
-void
+XLogRecPtr
 pgrpl_writer_session_start(int32 subid)
 {
 	Oid			argtypes[1] = {INT4OID};
@@ -193,6 +208,14 @@ pgrpl_writer_session_start(int32 subid)
 							  1, t, a, &rows);
 	}
 	part_changes = rows;
+
+	/* The end of the last unit the log holds (see the header comment). */
+	if (pgrpl_spi_int8("SELECT t.end_lsn FROM pgrpl.transaction t"
+					   " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.commit_lsn IS NOT NULL"
+					   " ORDER BY t.commit_lsn DESC LIMIT 1",
+					   1, argtypes, args, &max_id))
+		return (XLogRecPtr) max_id;
+	return InvalidXLogRecPtr;
 }
 
 /*
