@@ -13,7 +13,8 @@ OBJS = \
 	src/pgrpl_launcher.o \
 	src/pgrpl_catalog.o \
 	src/pgrpl_api.o \
-	src/pgrpl_inspect.o
+	src/pgrpl_inspect.o \
+	src/pgrpl_preview.o
 
 EXTENSION = pgrpl
 DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql
@@ -22,7 +23,7 @@ PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stre
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache storage xact teardown upgrade
+REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache capture storage xact teardown upgrade
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgrpl
 

@@ -778,6 +778,15 @@ EXCEPTION WHEN lock_not_available THEN
 END
 $$;
 
+-- What a subscription would record for these pgoutput messages (CopyData
+-- 'w' payloads in stream order, each received at the matching LSN): the
+-- worker's decoder and capture module with a sink that returns the rows
+-- (kind relation, change or transaction) instead of writing them.
+CREATE FUNCTION pgrpl.capture_preview(messages bytea[], lsns pg_lsn[] DEFAULT NULL)
+RETURNS SETOF jsonb
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'pgrpl_capture_preview';
+
 REVOKE ALL ON FUNCTION
     pgrpl.relation_ids(integer, text),
     pgrpl.relations(text),

@@ -1,0 +1,333 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_preview.c
+ *		pgrpl.capture_preview(): what the capture module makes of a stream.
+ *
+ * Runs pgoutput messages through the worker's own decoder and capture
+ * module, with a sink that returns the rows as jsonb instead of writing
+ * them: the relation versions, the change rows and the transaction rows a
+ * subscription would record for those messages.  It tests the capture
+ * rules on their own, and shows a user what pgrpl would make of the
+ * messages of pg_logical_slot_peek_binary_changes().  Nothing is written.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+
+#include "pgrpl_capture.h"
+
+PG_FUNCTION_INFO_V1(pgrpl_capture_preview);
+
+/* The latest version of one remote relation, as the writer keeps it. */
+typedef struct PgrplPreviewRel
+{
+	Oid			remote_oid;
+	int32		rel_id;
+	char	   *description;	/* the JSON emitted, without ids and LSN */
+} PgrplPreviewRel;
+
+typedef struct PgrplPreview
+{
+	ReturnSetInfo *rsinfo;
+	int64		next_txn_id;
+	int32		next_rel_id;
+	List	   *versions;		/* of PgrplPreviewRel, one per remote oid */
+} PgrplPreview;
+
+/* ---- small JSON helpers ---- */
+
+static void
+pgrpl_preview_key(StringInfo out, const char *key)
+{
+	if (out->data[out->len - 1] != '{')
+		appendStringInfoString(out, ", ");
+	escape_json(out, key);
+	appendStringInfoString(out, ": ");
+}
+
+static void
+pgrpl_preview_str(StringInfo out, const char *key, const char *value)
+{
+	pgrpl_preview_key(out, key);
+	if (value == NULL)
+		appendStringInfoString(out, "null");
+	else
+		escape_json(out, value);
+}
+
+static void
+pgrpl_preview_int(StringInfo out, const char *key, int64 value)
+{
+	pgrpl_preview_key(out, key);
+	appendStringInfo(out, INT64_FORMAT, value);
+}
+
+static void
+pgrpl_preview_lsn(StringInfo out, const char *key, XLogRecPtr lsn)
+{
+	char		buf[32];
+
+	if (XLogRecPtrIsInvalid(lsn))
+	{
+		pgrpl_preview_str(out, key, NULL);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%X/%X", LSN_FORMAT_ARGS(lsn));
+	pgrpl_preview_str(out, key, buf);
+}
+
+static void
+pgrpl_preview_jsonb(StringInfo out, const char *key, Jsonb *value)
+{
+	pgrpl_preview_key(out, key);
+	if (value == NULL)
+		appendStringInfoString(out, "null");
+	else
+		(void) JsonbToCString(out, &value->root, VARSIZE(value));
+}
+
+static void
+pgrpl_preview_emit(PgrplPreview *p, StringInfo out)
+{
+	Datum		value;
+	bool		isnull = false;
+
+	appendStringInfoChar(out, '}');
+	value = DirectFunctionCall1(jsonb_in, CStringGetDatum(out->data));
+	tuplestore_putvalues(p->rsinfo->setResult, p->rsinfo->setDesc, &value, &isnull);
+}
+
+/* ---- the sink ---- */
+
+static void
+pgrpl_preview_open(void *arg)
+{
+	/* A SQL function already runs in a transaction. */
+}
+
+static int64
+pgrpl_preview_new_txn_id(void *arg)
+{
+	return ++((PgrplPreview *) arg)->next_txn_id;
+}
+
+/*
+ * Like pgrpl_writer_relation_id: a description equal to the relation's
+ * latest version is that version, anything else is a new one.
+ */
+static int32
+pgrpl_preview_relation_id(void *arg, const PgrplRelationDesc *d)
+{
+	PgrplPreview *p = arg;
+	PgrplPreviewRel *latest = NULL;
+	StringInfoData desc;
+	StringInfoData out;
+	char		replident[2] = {d->replident, '\0'};
+	ListCell   *lc;
+
+	initStringInfo(&desc);
+	appendStringInfoChar(&desc, '{');
+	pgrpl_preview_str(&desc, "kind", "relation");
+	pgrpl_preview_str(&desc, "schema_name", d->schema_name);
+	pgrpl_preview_str(&desc, "table_name", d->table_name);
+	pgrpl_preview_str(&desc, "replica_identity", replident);
+	pgrpl_preview_key(&desc, "columns");
+	appendStringInfoChar(&desc, '[');
+	for (int i = 0; i < d->natts; i++)
+	{
+		appendStringInfoString(&desc, i > 0 ? ", {" : "{");
+		pgrpl_preview_str(&desc, "name", d->names[i]);
+		pgrpl_preview_str(&desc, "type", d->types[i]);
+		pgrpl_preview_key(&desc, "key");
+		appendStringInfoString(&desc, d->is_key[i] ? "true}" : "false}");
+	}
+	appendStringInfoChar(&desc, ']');
+
+	foreach(lc, p->versions)
+	{
+		PgrplPreviewRel *v = lfirst(lc);
+
+		if (v->remote_oid == d->remote_oid)
+			latest = v;
+	}
+	if (latest != NULL && strcmp(latest->description, desc.data) == 0)
+		return latest->rel_id;
+	if (latest == NULL)
+	{
+		latest = palloc(sizeof(PgrplPreviewRel));
+		latest->remote_oid = d->remote_oid;
+		p->versions = lappend(p->versions, latest);
+	}
+	latest->rel_id = ++p->next_rel_id;
+	latest->description = desc.data;
+
+	initStringInfo(&out);
+	appendStringInfoString(&out, desc.data);
+	pgrpl_preview_int(&out, "rel_id", latest->rel_id);
+	pgrpl_preview_lsn(&out, "first_lsn", d->first_lsn);
+	pgrpl_preview_emit(p, &out);
+	return latest->rel_id;
+}
+
+static void
+pgrpl_preview_change(void *arg, const PgrplChangeRow *r)
+{
+	StringInfoData out;
+	char		op[2] = {r->op, '\0'};
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	pgrpl_preview_str(&out, "kind", "change");
+	pgrpl_preview_int(&out, "txn_id", r->txn_id);
+	pgrpl_preview_int(&out, "seq", r->seq);
+	pgrpl_preview_lsn(&out, "lsn", r->lsn);
+	pgrpl_preview_str(&out, "op", op);
+	if (r->rel_id != 0)
+		pgrpl_preview_int(&out, "rel_id", r->rel_id);
+	pgrpl_preview_jsonb(&out, "old", r->old);
+	pgrpl_preview_jsonb(&out, "new", r->new);
+	if (r->unchanged != NULL)
+	{
+		text	   *t = DatumGetTextPP(DirectFunctionCall1(array_to_json,
+														   PointerGetDatum(r->unchanged)));
+
+		pgrpl_preview_key(&out, "unchanged");
+		appendBinaryStringInfo(&out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	}
+	pgrpl_preview_jsonb(&out, "row_key", r->row_key);
+	pgrpl_preview_jsonb(&out, "old_key", r->old_key);
+	if (r->op == PGRPL_OP_MESSAGE)
+	{
+		bytea	   *content = palloc(VARHDRSZ + r->message_len);
+
+		SET_VARSIZE(content, VARHDRSZ + r->message_len);
+		memcpy(VARDATA(content), r->message_content, r->message_len);
+		pgrpl_preview_str(&out, "message_prefix", r->message_prefix);
+		pgrpl_preview_str(&out, "message_content",
+						  DatumGetCString(DirectFunctionCall1(byteaout,
+															  PointerGetDatum(content))));
+	}
+	pgrpl_preview_emit(arg, &out);
+}
+
+static void
+pgrpl_preview_transaction(void *arg, const PgrplTxnRow *t)
+{
+	StringInfoData out;
+	char		state[2] = {t->state, '\0'};
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	pgrpl_preview_str(&out, "kind", "transaction");
+	pgrpl_preview_int(&out, "txn_id", t->txn_id);
+	pgrpl_preview_str(&out, "state", state);
+	pgrpl_preview_lsn(&out, "commit_lsn", t->commit_lsn);
+	pgrpl_preview_lsn(&out, "end_lsn", t->end_lsn);
+	if (t->has_xid)
+		pgrpl_preview_int(&out, "xid", t->xid);
+	pgrpl_preview_str(&out, "origin", t->origin);
+	pgrpl_preview_int(&out, "changes", t->changes);
+	pgrpl_preview_emit(arg, &out);
+}
+
+/* One message, copied so the decoder can read its strings in place. */
+static void
+pgrpl_preview_message(PgrplCapture *cap, bytea *raw, XLogRecPtr lsn)
+{
+	StringInfoData in;
+	PgrplMessage msg;
+
+	in.len = VARSIZE_ANY_EXHDR(raw);
+	in.maxlen = in.len + 1;
+	in.data = palloc(in.maxlen);
+	memcpy(in.data, VARDATA_ANY(raw), in.len);
+	in.data[in.len] = '\0';
+	in.cursor = 0;
+	pgrpl_decode_message(&in, &msg);
+	(void) pgrpl_capture_message(cap, &msg, lsn);
+}
+
+/*
+ * pgrpl.capture_preview(messages bytea[], lsns pg_lsn[] DEFAULT NULL)
+ * RETURNS SETOF jsonb: the rows the messages (CopyData 'w' payloads, in
+ * stream order, each received at the matching lsn) would become.
+ */
+Datum
+pgrpl_capture_preview(PG_FUNCTION_ARGS)
+{
+	PgrplSink	sink = {
+		.open = pgrpl_preview_open,
+		.new_txn_id = pgrpl_preview_new_txn_id,
+		.relation_id = pgrpl_preview_relation_id,
+		.change = pgrpl_preview_change,
+		.transaction = pgrpl_preview_transaction
+	};
+	PgrplPreview p = {0};
+	PgrplCapture cap = {0};
+	Datum	   *msgs;
+	bool	   *msg_nulls;
+	int			nmsgs;
+	Datum	   *lsns = NULL;
+	bool	   *lsn_nulls = NULL;
+	int			nlsns = 0;
+	int			client_encoding = pg_get_client_encoding();
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("messages must not be null")));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), BYTEAOID, -1, false, TYPALIGN_INT,
+					  &msgs, &msg_nulls, &nmsgs);
+	if (!PG_ARGISNULL(1))
+	{
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), LSNOID, sizeof(XLogRecPtr),
+						  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &lsns, &lsn_nulls, &nlsns);
+		if (nlsns != nmsgs)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("lsns must have one element per message"),
+					 errdetail("There are %d messages and %d LSNs.", nmsgs, nlsns)));
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	p.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	sink.arg = &p;
+	pgrpl_relmap_reset();
+	pgrpl_relmap_set_loopback(false);
+	pgrpl_capture_init(&cap, &sink, false, InvalidXLogRecPtr);
+
+	/* The bytes are the server's own: read them without conversion. */
+	if (client_encoding != GetDatabaseEncoding())
+		(void) SetClientEncoding(GetDatabaseEncoding());
+	PG_TRY();
+	{
+		for (int i = 0; i < nmsgs; i++)
+		{
+			if (msg_nulls[i] || (lsns != NULL && lsn_nulls[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("messages and lsns must not contain nulls")));
+			pgrpl_preview_message(&cap, DatumGetByteaPP(msgs[i]),
+								  lsns ? DatumGetLSN(lsns[i]) : InvalidXLogRecPtr);
+		}
+	}
+	PG_FINALLY();
+	{
+		if (client_encoding != GetDatabaseEncoding())
+			(void) SetClientEncoding(client_encoding);
+		hash_destroy(cap.rel_ids);
+		cap.rel_ids = NULL;
+		pgrpl_relmap_reset();
+	}
+	PG_END_TRY();
+	return (Datum) 0;
+}
