@@ -382,17 +382,25 @@ DECLARE
     after pg_lsn := COALESCE(after_lsn, '0/0');
     rels integer[];
     upto pg_lsn;
+    tx record;
+    n bigint := 0;
 BEGIN
     PERFORM pgrpl.check_max_rows(max_rows);
     IF relation IS NULL THEN
         IF max_rows IS NOT NULL THEN
-            SELECT s.commit_lsn INTO upto
-              FROM (SELECT t.commit_lsn,
-                           sum(t.changes) OVER (ORDER BY t.commit_lsn) AS n
-                      FROM pgrpl.transaction t
-                     WHERE t.sub_id = sid AND t.commit_lsn > after) s
-             WHERE s.n >= max_rows
-             ORDER BY s.commit_lsn LIMIT 1;
+            -- Count whole transactions in order until max_rows is reached;
+            -- the loop's cursor reads the commit_lsn index from after_lsn on.
+            FOR tx IN
+                SELECT t.commit_lsn, t.changes FROM pgrpl.transaction t
+                 WHERE t.sub_id = sid AND t.commit_lsn > after
+                 ORDER BY t.commit_lsn
+            LOOP
+                n := n + tx.changes;
+                IF n >= max_rows THEN
+                    upto := tx.commit_lsn;
+                    EXIT;
+                END IF;
+            END LOOP;
         END IF;
         upto := COALESCE(upto, 'FFFFFFFF/FFFFFFFF');
         RETURN QUERY
