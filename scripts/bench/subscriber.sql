@@ -116,3 +116,53 @@ BEGIN
     PERFORM set_config('jit', old_jit, true);
 END
 $$;
+
+-- The leaf partitions of subscription sid's change log: tab is 'change' or
+-- 'transaction', part the partition number (txn_ids part << 32 and up).
+CREATE FUNCTION public.bench_log_leaves(sid integer)
+RETURNS TABLE (tab text, part bigint, rel regclass)
+LANGUAGE sql STABLE AS $$
+    SELECT x.tab, substr(c.relname, length(x.tab || '_' || sid) + 2)::bigint, p.relid::regclass
+      FROM unnest(ARRAY['change', 'transaction']) AS x(tab),
+           LATERAL pg_partition_tree(to_regclass(format('pgrpl.%I', x.tab || '_' || sid))) p
+      JOIN pg_class c ON c.oid = p.relid
+     WHERE p.isleaf
+     ORDER BY 1, 2
+$$;
+
+-- What subscription sid's log takes on disk: bytes of its change and
+-- transaction partitions (heap, indexes, TOAST, free space and visibility
+-- maps), how many change partitions there are, and the dead and live
+-- tuples the statistics count in them.
+CREATE FUNCTION public.bench_log_size(sid integer, OUT bytes bigint, OUT partitions integer,
+                                      OUT dead_tuples bigint, OUT live_tuples bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE(sum(pg_total_relation_size(l.rel)), 0)::bigint,
+           count(*) FILTER (WHERE l.tab = 'change')::integer,
+           COALESCE(sum(s.n_dead_tup), 0)::bigint, COALESCE(sum(s.n_live_tup), 0)::bigint
+      FROM public.bench_log_leaves(sid) l
+      LEFT JOIN pg_stat_user_tables s ON s.relid = l.rel
+$$;
+
+-- Change rows of subscription sid that no transaction row makes visible
+-- any more, in its oldest partition: what purge() hid without removing
+-- (it deletes transaction rows only in the partition that straddles its
+-- bound, the oldest one it keeps).
+CREATE FUNCTION public.bench_hidden_changes(sid integer)
+RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    p bigint;
+    n bigint;
+BEGIN
+    SELECT min(l.part) INTO p FROM public.bench_log_leaves(sid) l WHERE l.tab = 'change';
+    IF p IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM pgrpl.%I c WHERE NOT EXISTS
+                        (SELECT 1 FROM pgrpl.%I t WHERE t.txn_id = c.txn_id)',
+                   'change_' || sid || '_' || p, 'transaction_' || sid || '_' || p)
+       INTO n;
+    RETURN n;
+END
+$$;
