@@ -23,10 +23,13 @@
 #               (b) one transaction inserting every row, (c) 20-column rows
 #               with an 8-20 kB TOASTed column, updates not touching it.
 #               Prints the median of the repetitions, changes/s, the ratios
-#               pgrpl/ceiling and pgrpl/built-in, and the pgrpl worker's
-#               peak memory.  A drain's time includes the consumer's final
-#               flush report (the built-in worker naps up to 1 s when idle, pgrpl
-#               polls every 10 ms while a commit awaits the WAL writer); the
+#               pgrpl/ceiling and pgrpl/built-in, the pgrpl worker's peak
+#               memory, and (measured after each drain's timing) the disk
+#               use of pgrpl's log per change next to that of the built-in
+#               consumer's replica table per row.  A drain's time includes
+#               the consumer's final flush report (the built-in worker naps
+#               up to 1 s when idle, pgrpl polls every 10 ms while a commit
+#               awaits the WAL writer); the
 #               subscriber has wal_retrieve_retry_interval = 100ms, as the
 #               built-in launcher otherwise starts at most one apply worker
 #               per 5 s, which would delay every enable after the first.
@@ -267,6 +270,7 @@ checkpoint_both() {
 
 RESULTS='' # $BENCH/results: "workload consumer rep seconds consumer-CPU-s walsender-CPU-s"
 MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
+SIZES=''   # $BENCH/sizes:   "workload consumer rep bytes units" (record_size)
 
 # ----------------------------------------------------------- throughput --
 
@@ -316,6 +320,19 @@ record() {
     echo "$1 $2 $3 $4 ${f[3]} ${f[4]}" >>"$RESULTS"
 }
 
+# record_size WORKLOAD CONSUMER REP QUERY: after a drain (its timing is
+# done), what the consumer's copy takes on disk: QUERY returns "bytes
+# units" (pgrpl: the subscription's change and transaction partitions,
+# indexes and TOAST included, and the changes captured; built-in: the
+# replica table likewise, and its rows).  Appended to $SIZES; prints bytes
+# per unit.
+record_size() {
+    local line
+    line=$(q_s "$4")
+    echo "$1 $2 $3 $line" >>"$SIZES"
+    awk '{ printf "%.0f", ($2 > 0 ? $1 / $2 : 0) }' <<<"$line"
+}
+
 # "CPU: consumer X s, walsender Y s" of a sampler line
 cpu_note() { awk '{ printf "CPU s: consumer %s, walsender %s", $4, $5 }' <<<"$1"; }
 
@@ -337,7 +354,7 @@ drain_ceiling() {
 }
 
 drain_builtin() {
-    local w=$1 r=$2 t0 t1 got want s
+    local w=$1 r=$2 t0 t1 got want s size
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
     t0=$(now)
@@ -356,11 +373,14 @@ drain_builtin() {
     got=$(q_s "${W_CHECK[$w]}")
     want=$(q_p "${W_CHECK[$w]}")
     [[ $got == "$want" ]] || pgrpl_die "built-in replica of bench_$w differs: $got, primary $want"
-    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got)"
+    size=$(record_size "$w" builtin "$r" "SELECT pg_total_relation_size('public.bench_$w') || ' ' || count(*)
+                                          FROM public.bench_$w")
+    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got;" \
+        "$size B/row)"
 }
 
 drain_pgrpl() {
-    local w=$1 r=$2 t0 t1 n s
+    local w=$1 r=$2 t0 t1 n s size
     local sub=pg_${w}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
     checkpoint_both
@@ -381,7 +401,10 @@ drain_pgrpl() {
     n=$(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
              WHERE s.sub_name = '$sub'")
     [[ $n == "${W_CHANGES[$w]}" ]] || pgrpl_die "pgrpl captured $n changes of bench_$w, expected ${W_CHANGES[$w]}"
-    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
+    size=$(record_size "$w" pgrpl "$r" "SELECT s.bytes || ' ' || $n FROM public.bench_log_size(
+                                          (SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub')) s")
+    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes;" \
+        "$size B/change; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
 }
 
 run_workload() {
@@ -783,6 +806,30 @@ print_throughput() {
     done
 }
 
+# Disk use per change (pgrpl) and per row (built-in replica), median of
+# the drains.
+print_storage() {
+    [[ -s $SIZES ]] || return 0
+    local w
+    printf '%-40s %14s %12s %13s %13s %14s\n' workload "log B/change" "(changes)" "replica B/row" "(rows)" "log/replica"
+    for w in $WORKLOADS; do
+        awk -v w="$w" -v title="${W_TITLE[$w]}" '
+            function median(k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            $1 == w && $5 > 0 { c[$2]++; v[$2, c[$2]] = $4 / $5; n[$2] = $5 }
+            END {
+                if (!("pgrpl" in c) && !("builtin" in c)) exit
+                lp = ("pgrpl" in c) ? sprintf("%14.0f %12d", median("pgrpl"), n["pgrpl"]) : sprintf("%14s %12s", "-", "-")
+                lb = ("builtin" in c) ? sprintf("%13.0f %13d", median("builtin"), n["builtin"]) : sprintf("%13s %13s", "-", "-")
+                lr = (("pgrpl" in c) && ("builtin" in c)) ? sprintf("%13.2fx", median("pgrpl") / median("builtin")) : sprintf("%14s", "-")
+                printf "%-40s %s %s %s\n", title, lp, lb, lr
+            }' "$SIZES"
+    done
+}
+
 # ----------------------------------------------------------------- main --
 
 pgrpl_require_root
@@ -795,9 +842,10 @@ pgrpl_install_deps
 BENCH=$(pgrpl_make_workdir bench)
 cd "$BENCH" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
-RESULTS=$BENCH/results MEM=$BENCH/mem
+RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes
 : >"$RESULTS"
 : >"$MEM"
+: >"$SIZES"
 
 pgrpl_banner "build + install pgrpl"
 # What is measured: the work tree as copied now (tracked + untracked files).
@@ -861,6 +909,13 @@ if want throughput; then
     echo "serving it used during the drain; a process near 100% of the drain time is the bottleneck."
     echo
     print_throughput
+    echo
+    echo "Disk use after each drain (measured after its timing), median: pgrpl = its subscription's change and"
+    echo "transaction partitions (heap, indexes, TOAST, maps) / changes captured; built-in = the replica table"
+    echo "likewise / its rows.  The log keeps every change; the replica one version of each row, plus the"
+    echo "dead tuples its UPDATEs and DELETEs left that vacuum has not yet reclaimed."
+    echo
+    print_storage
 fi
 if want latency; then
     echo
