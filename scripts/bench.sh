@@ -88,7 +88,7 @@ want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 if ((QUICK)); then
     SCALE=${PGRPL_BENCH_SCALE:-0.01} REPS=${PGRPL_BENCH_REPS:-1}
-    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-120} QUERY_RUNS=3 LAT_N=20
+    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-120} QUERY_RUNS=6 LAT_N=20
 else
     SCALE=${PGRPL_BENCH_SCALE:-1} REPS=${PGRPL_BENCH_REPS:-3}
     DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-1800} QUERY_RUNS=10 LAT_N=200
@@ -657,7 +657,8 @@ run_queries() {
     done
     QUERIES_OUT=$(psql_s -P footer=off -c "$sql" -c "
         SELECT q.name AS query, t.nrows AS rows, round(t.avg_ms::numeric, 3) AS avg_ms,
-               round(t.min_ms::numeric, 3) AS min_ms, round(t.max_ms::numeric, 3) AS max_ms
+               round(t.min_ms::numeric, 3) AS min_ms, round(t.max_ms::numeric, 3) AS max_ms,
+               round(t.steady_ms::numeric, 3) AS steady_ms
           FROM bench_q q, LATERAL public.bench_time(q.q, $QUERY_RUNS, q.jit_off) t ORDER BY q.i" 2>&1)
     echo "$QUERIES_OUT"
 
@@ -676,22 +677,23 @@ run_queries() {
         "SELECT * FROM pgrpl.row_history('%s', 'public.small', '{\"id\": 42}')"
     )
     q_s "CREATE UNLOGGED TABLE bench_rel (i int, name text, q text, log text, avg_ms float8,
-                                          min_ms float8, nrows bigint)" >/dev/null
+                                          steady_ms float8, nrows bigint)" >/dev/null
     for i in "${!rqueries[@]}"; do
         q_s "INSERT INTO bench_rel (i, name, q) VALUES ($i, \$n\$${rnames[$i]}\$n\$, \$q\$${rqueries[$i]}\$q\$)" >/dev/null
     done
     for x in qsmall qbench; do
         q_s "INSERT INTO bench_rel
-             SELECT r.i, r.name, r.q, '$x', t.avg_ms, t.min_ms, t.nrows
+             SELECT r.i, r.name, r.q, '$x', t.avg_ms, t.steady_ms, t.nrows
                FROM bench_rel r, LATERAL public.bench_time(format(r.q, '$x'), $QUERY_RUNS) t
               WHERE r.log IS NULL ORDER BY r.i" >/dev/null
     done
     RELQ_OUT=$(psql_s -P footer=off -c "
         SELECT s.name AS query, s.nrows || CASE WHEN b.nrows <> s.nrows THEN ' / ' || b.nrows ELSE '' END AS rows,
-               round(s.avg_ms::numeric, 3) AS small_log_ms, round(b.avg_ms::numeric, 3) AS big_log_ms,
-               round((b.avg_ms / s.avg_ms)::numeric, 2) AS big_small,
-               round(s.min_ms::numeric, 3) AS small_min_ms, round(b.min_ms::numeric, 3) AS big_min_ms,
-               round((b.min_ms / s.min_ms)::numeric, 2) AS big_small_min
+               round(s.avg_ms::numeric, 3) AS small_avg_ms, round(b.avg_ms::numeric, 3) AS big_avg_ms,
+               round((b.avg_ms / s.avg_ms)::numeric, 2) AS big_small_avg,
+               round(s.steady_ms::numeric, 3) AS small_steady_ms,
+               round(b.steady_ms::numeric, 3) AS big_steady_ms,
+               round((b.steady_ms / s.steady_ms)::numeric, 2) AS big_small_steady
           FROM bench_rel s JOIN bench_rel b ON b.i = s.i AND b.log = 'qbench'
          WHERE s.log = 'qsmall' ORDER BY s.i")
     echo "$RELQ_OUT"
@@ -927,11 +929,13 @@ if want queries; then
     echo
     echo "Queries on a $((Q_ROWS + Q_SMALL_CHANGES))-change log (qbench: public.t $Q_KEYS keys x 10 changes, 4 a"
     echo "transaction; public.small 100 rows x 3 changes spread over it), partitions of $PARTITION_SIZE changes:"
-    echo "warm-up + $QUERY_RUNS runs each in one session, ms."
+    echo "warm-up + $QUERY_RUNS runs each in one session, ms; steady = median of the runs from the session's"
+    echo "6th call on (plpgsql plans for the arguments' values 5 times, then may keep a generic plan)."
     echo "$QUERIES_OUT"
     echo
     echo "Per-relation cost: public.small's 100 rows / 300 changes in a $Q_SMALL_LOG-change log (qsmall)"
-    echo "and in the $((Q_ROWS + Q_SMALL_CHANGES))-change one (qbench); avg and min of $QUERY_RUNS warm runs, ms (target: big/small <= 2)."
+    echo "and in the $((Q_ROWS + Q_SMALL_CHANGES))-change one (qbench), each log in a session of its own; avg and steady"
+    echo "(as above) of $QUERY_RUNS warm runs, ms (target: big/small <= 2)."
     echo "$RELQ_OUT"
     echo
     echo "Rows the statements inside each function read from the log's partitions (one call, qbench):"

@@ -86,15 +86,21 @@ $$;
 -- Run query q once to warm up, then `runs` times; elapsed ms of each run.
 -- q's expensive part must be in FROM or WHERE: it is run as
 -- SELECT count(*) FROM (q) s, which drops unused output columns.  With
--- jit_off, jit is off for these runs only.
+-- jit_off, jit is off for these runs only.  steady_ms is the median of the
+-- runs from the session's 6th call of q on (NULL with fewer than 5 runs):
+-- plpgsql plans a function's statement for its parameters' values the
+-- first 5 times, then may keep a generic plan, which is what a client
+-- calling the function over and over gets.
 CREATE FUNCTION public.bench_time(q text, runs integer, jit_off boolean DEFAULT false,
                                   OUT avg_ms float8, OUT min_ms float8,
-                                  OUT max_ms float8, OUT nrows bigint)
+                                  OUT max_ms float8, OUT nrows bigint,
+                                  OUT steady_ms float8)
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz;
     ms float8;
     total float8 := 0;
+    late float8[] := '{}';
     sql text := format('SELECT count(*) FROM (%s) s', q);
     old_jit text := current_setting('jit');
 BEGIN
@@ -111,8 +117,12 @@ BEGIN
         total := total + ms;
         min_ms := least(min_ms, ms);
         max_ms := greatest(max_ms, ms);
+        IF i >= 5 THEN
+            late := late || ms;
+        END IF;
     END LOOP;
     avg_ms := total / runs;
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) INTO steady_ms FROM unnest(late) x;
     PERFORM set_config('jit', old_jit, true);
 END
 $$;
