@@ -23,19 +23,28 @@
 #               (b) one transaction inserting every row, (c) 20-column rows
 #               with an 8-20 kB TOASTed column, updates not touching it.
 #               Prints the median of the repetitions, changes/s, the ratios
-#               pgrpl/ceiling and pgrpl/built-in, and the pgrpl worker's
-#               peak memory.  A drain's time includes the consumer's final
-#               flush report (the built-in worker naps up to 1 s when idle, pgrpl
-#               polls every 10 ms while a commit awaits the WAL writer); the
+#               pgrpl/ceiling and pgrpl/built-in, the pgrpl worker's peak
+#               memory, and (measured after each drain's timing) the disk
+#               use of pgrpl's log per change next to that of the built-in
+#               consumer's replica table per row.  A drain's time includes
+#               the consumer's final flush report (the built-in worker naps
+#               up to 1 s when idle, pgrpl polls every 10 ms while a commit
+#               awaits the WAL writer); the
 #               subscriber has wal_retrieve_retry_interval = 100ms, as the
 #               built-in launcher otherwise starts at most one apply worker
 #               per 5 s, which would delay every enable after the first.
 #   latency     Single-row transactions at ~20/s: commit on the primary to
 #               row visible on the subscriber, p50/p99, pgrpl and built-in.
-#   queries     A synthetic change log (10M rows at full scale) written
-#               straight into pgrpl.change; times pgrpl.changes (newest
-#               1000 rows, max_rows), pgrpl.row_history and pgrpl.decode,
-#               and prints the plans pgrpl's functions actually run.
+#   queries     Synthetic change logs written straight into pgrpl's storage
+#               2.0 tables, partitioned as the worker would have (10M
+#               changes at full scale, and one of 10k changes); times
+#               pgrpl.changes (newest 1000 rows, max_rows),
+#               pgrpl.row_history and pgrpl.decode; the per-relation cost
+#               (table_as_of, changes(relation => ...), row_history of a
+#               100-row table in the small and in the big log); prints the
+#               plans pgrpl's functions actually run and the rows they read
+#               from the log's partitions; then times pgrpl.purge of the
+#               older half of the big log and shows what it left.
 #
 # Environment:
 #   PGRPL_PG_BIN         PostgreSQL bin dir (lib.sh; default the system one)
@@ -48,8 +57,10 @@
 #                        and its walsender during each drain into it
 #   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
 #
-# Everything lives in one temp dir; on exit both servers are stopped and the
-# dir is removed.  Nothing but 127.0.0.1 and unix sockets is used.
+# The subscriber runs with pgrpl.partition_size = 1000000 * scale (the
+# default at full scale), so a --quick log has as many partitions as a full
+# one.  Everything lives in one temp dir; on exit both servers are stopped
+# and the dir is removed.  Nothing but 127.0.0.1 and unix sockets is used.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,7 +88,7 @@ want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 if ((QUICK)); then
     SCALE=${PGRPL_BENCH_SCALE:-0.01} REPS=${PGRPL_BENCH_REPS:-1}
-    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-120} QUERY_RUNS=3 LAT_N=20
+    DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-120} QUERY_RUNS=6 LAT_N=20
 else
     SCALE=${PGRPL_BENCH_SCALE:-1} REPS=${PGRPL_BENCH_REPS:-3}
     DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-1800} QUERY_RUNS=10 LAT_N=200
@@ -99,8 +110,12 @@ A_TXNS=$(scaled 334000 300)           # (a): 3 * A_TXNS - 300 changes
 B_ROWS=$(scaled 1000000 1000)         # (b): B_ROWS changes in one transaction
 C_ROWS=$(scaled 10000 50)             # (c): C_ROWS inserts + C_ROUNDS updates of each
 C_ROUNDS=20 C_BATCH=10
-Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic change rows
+Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic changes of public.t (log qbench)
 Q_KEYS=$((Q_ROWS / 10))               # ... over this many row keys, 10 changes each
+Q_SMALL_CHANGES=300                   # ... and of public.small: 100 rows x 3, in each log
+Q_SMALL_LOG=10000                     # changes of the small log qsmall (public.t's and public.small's)
+Q_SMALL_ROWS=$((Q_SMALL_LOG - Q_SMALL_CHANGES)) Q_SMALL_KEYS=$(((Q_SMALL_LOG - Q_SMALL_CHANGES) / 10))
+PARTITION_SIZE=$(scaled 1000000 1000) # pgrpl.partition_size: the default at full scale
 LAT_RATE=20                           # latency: transactions per second
 
 declare -A W_TITLE=(
@@ -255,6 +270,7 @@ checkpoint_both() {
 
 RESULTS='' # $BENCH/results: "workload consumer rep seconds consumer-CPU-s walsender-CPU-s"
 MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
+SIZES=''   # $BENCH/sizes:   "workload consumer rep bytes units" (record_size)
 
 # ----------------------------------------------------------- throughput --
 
@@ -304,6 +320,19 @@ record() {
     echo "$1 $2 $3 $4 ${f[3]} ${f[4]}" >>"$RESULTS"
 }
 
+# record_size WORKLOAD CONSUMER REP QUERY: after a drain (its timing is
+# done), what the consumer's copy takes on disk: QUERY returns "bytes
+# units" (pgrpl: the subscription's change and transaction partitions,
+# indexes and TOAST included, and the changes captured; built-in: the
+# replica table likewise, and its rows).  Appended to $SIZES; prints bytes
+# per unit.
+record_size() {
+    local line
+    line=$(q_s "$4")
+    echo "$1 $2 $3 $line" >>"$SIZES"
+    awk '{ printf "%.0f", ($2 > 0 ? $1 / $2 : 0) }' <<<"$line"
+}
+
 # "CPU: consumer X s, walsender Y s" of a sampler line
 cpu_note() { awk '{ printf "CPU s: consumer %s, walsender %s", $4, $5 }' <<<"$1"; }
 
@@ -325,7 +354,7 @@ drain_ceiling() {
 }
 
 drain_builtin() {
-    local w=$1 r=$2 t0 t1 got want s
+    local w=$1 r=$2 t0 t1 got want s size
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
     t0=$(now)
@@ -344,11 +373,14 @@ drain_builtin() {
     got=$(q_s "${W_CHECK[$w]}")
     want=$(q_p "${W_CHECK[$w]}")
     [[ $got == "$want" ]] || pgrpl_die "built-in replica of bench_$w differs: $got, primary $want"
-    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got)"
+    size=$(record_size "$w" builtin "$r" "SELECT pg_total_relation_size('public.bench_$w') || ' ' || count(*)
+                                          FROM public.bench_$w")
+    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got;" \
+        "$size B/row)"
 }
 
 drain_pgrpl() {
-    local w=$1 r=$2 t0 t1 n s
+    local w=$1 r=$2 t0 t1 n s size
     local sub=pg_${w}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
     checkpoint_both
@@ -369,7 +401,10 @@ drain_pgrpl() {
     n=$(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
              WHERE s.sub_name = '$sub'")
     [[ $n == "${W_CHANGES[$w]}" ]] || pgrpl_die "pgrpl captured $n changes of bench_$w, expected ${W_CHANGES[$w]}"
-    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
+    size=$(record_size "$w" pgrpl "$r" "SELECT s.bytes || ' ' || $n FROM public.bench_log_size(
+                                          (SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub')) s")
+    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes;" \
+        "$size B/change; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
 }
 
 run_workload() {
@@ -406,9 +441,8 @@ run_latency() {
     [[ $(q_s "SELECT pgrpl.wait_for_lsn('pg_lat', '$lsn', '60 s')") == t ]] ||
         pgrpl_die "pgrpl subscription pg_lat did not start streaming"
     sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = 'pg_lat'")
-    q_s "CREATE UNLOGGED TABLE bench_lat_result AS
-         SELECT 'pgrpl'::text AS consumer, ms
-           FROM public.bench_latency('pgrpl', '$CONNINFO', 1, $LAT_N, $LAT_RATE, $sid) ms"
+    q_s "CREATE UNLOGGED TABLE public.bench_lat_result (consumer text, ms float8)" >/dev/null
+    q_s "CALL public.bench_latency('pgrpl', '$CONNINFO', 1, $LAT_N, $LAT_RATE, $sid)" >/dev/null
     q_s "SELECT pgrpl.drop_subscription('pg_lat')" >/dev/null
     log "pgrpl done"
 
@@ -417,9 +451,7 @@ run_latency() {
     lsn=$(q_p "SELECT pg_current_wal_lsn()")
     [[ $(q_p "SELECT public.bench_wait_slot('bi_lat', '$lsn', 60)") == t ]] ||
         pgrpl_die "built-in subscription bi_lat did not start streaming"
-    q_s "INSERT INTO bench_lat_result
-         SELECT 'built-in', ms
-           FROM public.bench_latency('builtin', '$CONNINFO', 1000001, $LAT_N, $LAT_RATE, 0) ms"
+    q_s "CALL public.bench_latency('builtin', '$CONNINFO', 1000001, $LAT_N, $LAT_RATE, 0)" >/dev/null
     q_s_quiet "DROP SUBSCRIPTION bi_lat" >/dev/null
     log "built-in done"
 
@@ -434,37 +466,146 @@ run_latency() {
 
 # ------------------------------------------------------------- queries --
 
-QUERIES_OUT='' PLANS_OUT=''
+QUERIES_OUT='' RELQ_OUT='' PURGE_OUT='' PLANS_OUT='' PLAN_READS='' FILLED_SID=''
 
-run_queries() {
-    local sid t0 after1000 after2000 key msg_i msg_r x
-    pgrpl_banner "queries: $Q_ROWS synthetic changes over $Q_KEYS keys of public.t"
-    q_s "SELECT pgrpl.create_subscription('qbench', '$CONNINFO', ARRAY['bench_pub'],
+# fill_log SUBSCRIPTION ROWS KEYS: a disabled subscription whose log is
+# queries_fill.sql's synthetic one (ROWS changes of public.t over KEYS
+# keys, and Q_SMALL_CHANGES of public.small), then VACUUM ANALYZE of its
+# partitions.  Sets FILLED_SID.  Only the leaves are analyzed, as
+# autovacuum would: it never analyzes partitioned tables, so the parents
+# have no statistics in a real installation either.
+fill_log() {
+    local sub=$1 rows=$2 keys=$3 sid t0 leaves
+    q_s "SELECT pgrpl.create_subscription('$sub', '$CONNINFO', ARRAY['bench_pub'],
                                           enabled => false)" >/dev/null
-    sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = 'qbench'")
+    sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub'")
     t0=$(now)
     # one session, in commit order: the heap is clustered like a real log
-    psql_s -v sid="$sid" -v nrows="$Q_ROWS" -v keys="$Q_KEYS" -v g_from=1 -v g_to="$Q_ROWS" \
-        -v extras=true -f "$BENCH_SQL/queries_fill.sql"
-    log "filled in $(elapsed "$t0" "$(now)") s"
+    psql_s -v sid="$sid" -v nrows="$rows" -v keys="$keys" -v small="$Q_SMALL_CHANGES" \
+        -f "$BENCH_SQL/queries_fill.sql" 2>&1 | sed -e 's/^psql:[^ ]* NOTICE:  /    /'
+    log "$sub: filled in $(elapsed "$t0" "$(now)") s"
     t0=$(now)
-    q_s "VACUUM ANALYZE pgrpl.change" >/dev/null
-    q_s "VACUUM ANALYZE pgrpl.transaction" >/dev/null
-    log "VACUUM ANALYZE in $(elapsed "$t0" "$(now)") s"
-    psql_s -P footer=off -c "
-        SELECT c.relname AS relation, pg_size_pretty(pg_relation_size(c.oid)) AS size,
-               c.reltuples::bigint AS rows_estimate
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'pgrpl' AND c.relkind IN ('r', 'i')
-           AND c.relname ~ '^(change|transaction)'
-         ORDER BY c.relname"
+    leaves=$(q_s "SELECT string_agg(l.rel::text, ', ') FROM public.bench_log_leaves($sid) l")
+    q_s "VACUUM (ANALYZE) $leaves" >/dev/null
+    log "$sub: VACUUM ANALYZE of its partitions in $(elapsed "$t0" "$(now)") s"
+    FILLED_SID=$sid
+}
 
-    # after_lsn values with ~1000 / ~2000 rows after them, and a key with
-    # history (12345 when the key space has it).
-    after1000=$(q_s "SELECT commit_lsn FROM pgrpl.change WHERE sub_id = $sid
-                     ORDER BY commit_lsn DESC, seq DESC OFFSET 1000 LIMIT 1")
-    after2000=$(q_s "SELECT commit_lsn FROM pgrpl.change WHERE sub_id = $sid
-                     ORDER BY commit_lsn DESC, seq DESC OFFSET 2000 LIMIT 1")
+# SET auto_explain up to log every statement's plan as a NOTICE, those
+# inside functions too.
+auto_explain_on() {
+    echo "LOAD 'auto_explain';"
+    echo "SET auto_explain.log_min_duration = 0;"
+    echo "SET auto_explain.log_analyze = on;"
+    echo "SET auto_explain.log_buffers = on;"
+    echo "SET auto_explain.log_nested_statements = on;"
+    echo "SET auto_explain.log_level = notice;"
+    echo "SET client_min_messages = notice;"
+}
+
+# Filter the output of psql -At with auto_explain on: every "==== name:
+# query" header line, then the plans of the statements that read the log's
+# partitions (the lookups of names and arguments are left out), each
+# followed by the rows its scans of change and transaction partitions
+# returned or filtered out (all loops).  The totals per header go to the
+# file $1.
+plan_filter() {
+    local reads=$1
+    sed -e 's/^NOTICE:  //' | awk -v reads="$reads" '
+        # rows a plan line says its node produced (all loops)
+        function node_rows(s,   r) {
+            if (s !~ /\(actual (time=[^ ]* )?rows=/) return 0
+            sub(/.*\(actual (time=[^ ]* )?rows=/, "", s)
+            r = s + 0
+            sub(/^[0-9]+ loops=/, "", s)
+            loops = s + 0
+            return r * loops
+        }
+        # a run of partition scans that never ran (pruned at run time)
+        # becomes one line
+        function skipped_done() {
+            if (nskip > 0) printf "%s->  (%d partition scans, never executed)\n", skipind, nskip
+            nskip = 0
+        }
+        function flush(   n, lines, i, ch, tx, kind, x, skipping) {
+            if (buf != "" && buf ~ / on (change|transaction)_[0-9]+_[0-9]+ /) {
+                n = split(buf, lines, "\n")
+                ch = 0; tx = 0; kind = ""; nskip = 0; skipping = 0
+                for (i = 1; i <= n; i++) {
+                    if (lines[i] ~ /\(cost=/) {
+                        if (lines[i] ~ / on (change|transaction)_[0-9]+_[0-9]+ .*\(never executed\)/) {
+                            if (nskip == 0) { skipind = lines[i]; sub(/->.*/, "", skipind) }
+                            nskip++; skipping = 1
+                            continue
+                        }
+                        skipping = 0
+                        skipped_done()
+                        print lines[i]
+                        kind = ""
+                        if (lines[i] ~ / on change_[0-9]+_[0-9]+ /) kind = "ch"
+                        else if (lines[i] ~ / on transaction_[0-9]+_[0-9]+ /) kind = "tx"
+                        loops = 1
+                        x = node_rows(lines[i])
+                        if (kind == "ch") ch += x
+                        if (kind == "tx") tx += x
+                    } else if (skipping) {
+                        continue
+                    } else {
+                        print lines[i]
+                        if (kind != "" && lines[i] ~ /Rows Removed by (Filter|Index Recheck): /) {
+                            x = lines[i]; sub(/.*: /, "", x)
+                            if (kind == "ch") ch += x * loops; else tx += x * loops
+                        }
+                    }
+                }
+                skipped_done()
+                printf "  => rows read from change partitions: %d, from transaction partitions: %d\n", ch, tx
+                tot_ch += ch; tot_tx += tx
+            }
+            buf = ""
+        }
+        function header_done() {
+            if (name != "") printf "%-52s %10d %10d\n", name, tot_ch, tot_tx > reads
+            tot_ch = 0; tot_tx = 0
+        }
+        /^==== /      { flush(); header_done(); print; name = substr($0, 6); sub(/: SELECT .*/, "", name); next }
+        /^duration: / { flush(); buf = $0; next }
+        /^[0-9]*$/    { next }
+        { buf = buf "\n" $0 }
+        END { flush(); header_done() }'
+}
+
+run_queries() {
+    local sid sid_small t0 after1000 after2000 key msg_i msg_r x i sql mid want before after
+    pgrpl_banner "queries: synthetic logs qbench ($((Q_ROWS + Q_SMALL_CHANGES)) changes) and qsmall ($Q_SMALL_LOG)"
+    log "pgrpl.partition_size = $(q_s "SHOW pgrpl.partition_size")"
+    fill_log qbench "$Q_ROWS" "$Q_KEYS"
+    sid=$FILLED_SID
+    fill_log qsmall "$Q_SMALL_ROWS" "$Q_SMALL_KEYS"
+    sid_small=$FILLED_SID
+    psql_s -P footer=off -c "
+        SELECT s.sub_name AS log, l.rel AS partition, c.reltuples::bigint AS rows_estimate,
+               pg_size_pretty(pg_relation_size(l.rel)) AS heap,
+               pg_size_pretty(pg_indexes_size(l.rel)) AS indexes,
+               pg_size_pretty(pg_total_relation_size(l.rel) - pg_relation_size(l.rel)
+                              - pg_indexes_size(l.rel)) AS toast_and_maps
+          FROM pgrpl.subscription s, LATERAL public.bench_log_leaves(s.sub_id) l
+          JOIN pg_class c ON c.oid = l.rel
+         WHERE s.sub_id IN ($sid, $sid_small)
+         ORDER BY s.sub_name, l.tab, l.part"
+
+    # after_lsn values with ~1000 / ~2000 rows after them (the commit LSN
+    # of the transaction holding the 1001st / 2001st newest change), and a
+    # key with history (12345 when the key space has it).
+    for x in 1000 2000; do
+        printf -v "after$x" '%s' "$(q_s "
+            SELECT s.commit_lsn
+              FROM (SELECT t.commit_lsn, sum(t.changes) OVER (ORDER BY t.commit_lsn DESC) AS n
+                      FROM (SELECT t.commit_lsn, t.changes FROM pgrpl.transaction t
+                             WHERE t.sub_id = $sid AND t.commit_lsn IS NOT NULL
+                             ORDER BY t.commit_lsn DESC LIMIT $x + 1) t) s
+             WHERE s.n > $x ORDER BY s.commit_lsn DESC LIMIT 1")"
+    done
     key=$((Q_KEYS >= 12345 ? 12345 : Q_KEYS / 2))
 
     # pgoutput messages captured from the primary for pgrpl.decode
@@ -509,56 +650,111 @@ run_queries() {
     )
     local -a jit_off=(false false false false false false false true true)
     # One session: every query warm-up + QUERY_RUNS timed runs (plpgsql
-    # caches its plans per session, as a client's connection would), then
-    # each of pgrpl's functions once more under auto_explain, so that the
-    # plans shown are the ones the timed runs settled on.
-    local sql="CREATE TEMP TABLE bench_q (i int, name text, q text, jit_off boolean);"
-    local i
+    # caches its plans per session, as a client's connection would).
+    sql="CREATE TEMP TABLE bench_q (i int, name text, q text, jit_off boolean);"
     for i in "${!queries[@]}"; do
         sql+="INSERT INTO bench_q VALUES ($i, \$n\$${names[$i]}\$n\$, \$q\$${queries[$i]}\$q\$, ${jit_off[$i]});"
     done
     QUERIES_OUT=$(psql_s -P footer=off -c "$sql" -c "
         SELECT q.name AS query, t.nrows AS rows, round(t.avg_ms::numeric, 3) AS avg_ms,
-               round(t.min_ms::numeric, 3) AS min_ms, round(t.max_ms::numeric, 3) AS max_ms
+               round(t.min_ms::numeric, 3) AS min_ms, round(t.max_ms::numeric, 3) AS max_ms,
+               round(t.steady_ms::numeric, 3) AS steady_ms
           FROM bench_q q, LATERAL public.bench_time(q.q, $QUERY_RUNS, q.jit_off) t ORDER BY q.i" 2>&1)
     echo "$QUERIES_OUT"
 
+    # Per-relation cost: public.small's 100 rows and 300 changes, in the
+    # ~10k-change log and spread over the big one.  Each log in a session
+    # of its own (plpgsql's choice between custom and generic plans learns
+    # from the calls a session makes).
+    local -a rnames=(
+        "table_as_of('public.small')"
+        "changes(relation => 'public.small')"
+        "row_history('public.small', '{\"id\": 42}')"
+    )
+    local -a rqueries=(
+        "SELECT * FROM pgrpl.table_as_of('%s', 'public.small')"
+        "SELECT * FROM pgrpl.changes('%s', relation => 'public.small')"
+        "SELECT * FROM pgrpl.row_history('%s', 'public.small', '{\"id\": 42}')"
+    )
+    q_s "CREATE UNLOGGED TABLE bench_rel (i int, name text, q text, log text, avg_ms float8,
+                                          steady_ms float8, nrows bigint)" >/dev/null
+    for i in "${!rqueries[@]}"; do
+        q_s "INSERT INTO bench_rel (i, name, q) VALUES ($i, \$n\$${rnames[$i]}\$n\$, \$q\$${rqueries[$i]}\$q\$)" >/dev/null
+    done
+    for x in qsmall qbench; do
+        q_s "INSERT INTO bench_rel
+             SELECT r.i, r.name, r.q, '$x', t.avg_ms, t.steady_ms, t.nrows
+               FROM bench_rel r, LATERAL public.bench_time(format(r.q, '$x'), $QUERY_RUNS) t
+              WHERE r.log IS NULL ORDER BY r.i" >/dev/null
+    done
+    RELQ_OUT=$(psql_s -P footer=off -c "
+        SELECT s.name AS query, s.nrows || CASE WHEN b.nrows <> s.nrows THEN ' / ' || b.nrows ELSE '' END AS rows,
+               round(s.avg_ms::numeric, 3) AS small_avg_ms, round(b.avg_ms::numeric, 3) AS big_avg_ms,
+               round((b.avg_ms / s.avg_ms)::numeric, 2) AS big_small_avg,
+               round(s.steady_ms::numeric, 3) AS small_steady_ms,
+               round(b.steady_ms::numeric, 3) AS big_steady_ms,
+               round((b.steady_ms / s.steady_ms)::numeric, 2) AS big_small_steady
+          FROM bench_rel s JOIN bench_rel b ON b.i = s.i AND b.log = 'qbench'
+         WHERE s.log = 'qsmall' ORDER BY s.i")
+    echo "$RELQ_OUT"
+
+    # The plans the timed runs settled on: each query's warm-up and runs
+    # again in one session, then once more under auto_explain.
+    local -a pnames=("${names[@]:0:4}") pqueries=("${queries[@]:0:4}")
+    for i in "${!rqueries[@]}"; do
+        pnames+=("${rnames[$i]}, big log")
+        # shellcheck disable=SC2059 # the query is the format
+        pqueries+=("$(printf "${rqueries[$i]}" qbench)")
+    done
+    PLAN_READS=$BENCH/plan_reads
+    : >"$PLAN_READS"
     PLANS_OUT=$(
         {
-            echo "$sql"
-            for i in 0 1 2 3; do echo "SELECT count(*) FROM bench_time((SELECT q FROM bench_q WHERE i = $i), $QUERY_RUNS);"; done
-            echo "LOAD 'auto_explain';"
-            echo "SET auto_explain.log_min_duration = 0;"
-            echo "SET auto_explain.log_analyze = on;"
-            echo "SET auto_explain.log_buffers = on;"
-            echo "SET auto_explain.log_nested_statements = on;"
-            echo "SET auto_explain.log_level = notice;"
-            echo "SET client_min_messages = notice;"
-            for i in 0 1 2 3; do
-                echo "SELECT \$h\$==== ${names[$i]}: ${queries[$i]}\$h\$;"
-                echo "SELECT count(*) FROM (${queries[$i]}) s;"
+            for i in "${!pqueries[@]}"; do
+                echo "SELECT count(*) FROM public.bench_time(\$q\$${pqueries[$i]}\$q\$, $QUERY_RUNS);"
             done
-        } | psql_s -At 2>&1 | sed -e 's/^NOTICE:  //' | awk '
-            # one block per auto_explain message; blocks of the subscription
-            # name lookup and argument checks are left out
-            function flush() {
-                if (buf != "" && buf !~ /Query Text: (SELECT s\.sub_id|SELECT r\.schema_name|SELECT pgrpl\.check_max_rows|SELECT \$h\$)/)
-                    print buf
-                buf = ""
-            }
-            /^==== /      { flush(); print; next }
-            /^duration: / { flush(); buf = $0; next }
-            /^[0-9]*$/    { next }
-            { buf = buf "\n" $0 }
-            END { flush() }'
+            auto_explain_on
+            for i in "${!pqueries[@]}"; do
+                echo "SELECT \$h\$==== ${pnames[$i]}: ${pqueries[$i]}\$h\$;"
+                echo "SELECT count(*) FROM (${pqueries[$i]}) s;"
+            done
+        } | psql_s -At 2>&1 | plan_filter "$PLAN_READS"
     )
-    x=$(printf '%s\n' "$PLANS_OUT" | grep -c 'Index' || true)
-    pgrpl_banner "plans of the statements inside pgrpl.changes / pgrpl.row_history (auto_explain, steady state)"
+    pgrpl_banner "plans of the statements inside pgrpl's read functions that read the log (auto_explain, steady state)"
     printf '%s\n' "$PLANS_OUT"
-    log "$x plan lines mention an index"
-    q_s "DROP TABLE bench_msg" >/dev/null
-    q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+    log "$(printf '%s\n' "$PLANS_OUT" | grep -c 'Index' || true) plan lines mention an index"
+
+    # Purge of the older half of the big log (by LSN): the time, what it
+    # removed and what the subscription's partitions take before and after.
+    mid=$(q_s "SELECT min(t.commit_lsn) + round((max(t.commit_lsn) - min(t.commit_lsn)) / 2)
+                 FROM pgrpl.transaction t WHERE t.sub_id = $sid")
+    want=$(q_s "SELECT sum(t.changes) FROM pgrpl.transaction t
+                 WHERE t.sub_id = $sid AND t.commit_lsn < '$mid'")
+    before=$(q_s "SELECT pg_size_pretty(s.bytes) || ' in ' || s.partitions || ' partitions'
+                    FROM public.bench_log_size($sid) s")
+    q_s "CHECKPOINT" >/dev/null
+    # pg_stat_force_next_flush(): the purge's dead tuples are in the
+    # statistics before the next statement of the session reads them.
+    after=$(psql_s -At <<SQL
+SELECT clock_timestamp() AS t0 \gset
+SELECT pgrpl.purge('qbench', '$mid'::pg_lsn) AS removed \gset
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric, 3) AS secs \gset
+SELECT pg_stat_force_next_flush();
+SELECT :removed || ' changes in ' || :secs || ' s; log after: ' || pg_size_pretty(s.bytes) || ' in '
+       || s.partitions || ' partitions, ' || s.dead_tuples || ' dead tuples, '
+       || public.bench_hidden_changes($sid) || ' change rows kept in the straddling partition'
+       || ' without a transaction row'
+  FROM public.bench_log_size($sid) s;
+SQL
+    )
+    after=$(grep -v '^$' <<<"$after")
+    PURGE_OUT="purge('qbench', '$mid'), the older half: removed $after
+(expected $want changes; log before: $before)"
+    echo "$PURGE_OUT"
+
+    q_s "DROP TABLE bench_msg, bench_rel" >/dev/null
     q_s "SELECT pgrpl.drop_subscription('qbench')" >/dev/null
+    q_s "SELECT pgrpl.drop_subscription('qsmall')" >/dev/null
 }
 
 # --------------------------------------------------------------- report --
@@ -612,6 +808,30 @@ print_throughput() {
     done
 }
 
+# Disk use per change (pgrpl) and per row (built-in replica), median of
+# the drains.
+print_storage() {
+    [[ -s $SIZES ]] || return 0
+    local w
+    printf '%-40s %14s %12s %13s %13s %14s\n' workload "log B/change" "(changes)" "replica B/row" "(rows)" "log/replica"
+    for w in $WORKLOADS; do
+        awk -v w="$w" -v title="${W_TITLE[$w]}" '
+            function median(k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            $1 == w && $5 > 0 { c[$2]++; v[$2, c[$2]] = $4 / $5; n[$2] = $5 }
+            END {
+                if (!("pgrpl" in c) && !("builtin" in c)) exit
+                lp = ("pgrpl" in c) ? sprintf("%14.0f %12d", median("pgrpl"), n["pgrpl"]) : sprintf("%14s %12s", "-", "-")
+                lb = ("builtin" in c) ? sprintf("%13.0f %13d", median("builtin"), n["builtin"]) : sprintf("%13s %13s", "-", "-")
+                lr = (("pgrpl" in c) && ("builtin" in c)) ? sprintf("%13.2fx", median("pgrpl") / median("builtin")) : sprintf("%14s", "-")
+                printf "%-40s %s %s %s\n", title, lp, lb, lr
+            }' "$SIZES"
+    done
+}
+
 # ----------------------------------------------------------------- main --
 
 pgrpl_require_root
@@ -624,9 +844,10 @@ pgrpl_install_deps
 BENCH=$(pgrpl_make_workdir bench)
 cd "$BENCH" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
-RESULTS=$BENCH/results MEM=$BENCH/mem
+RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes
 : >"$RESULTS"
 : >"$MEM"
+: >"$SIZES"
 
 pgrpl_banner "build + install pgrpl"
 # What is measured: the work tree as copied now (tracked + untracked files).
@@ -650,7 +871,10 @@ COMMON_CONF=("shared_buffers = 256MB" "max_wal_size = 32GB" "min_wal_size = 1GB"
 pgrpl_start_cluster "$PRIMARY" "$PPORT" "$BENCH" "wal_level = logical" "${COMMON_CONF[@]}"
 # wal_retrieve_retry_interval: the built-in launcher starts at most one apply
 # worker per interval (default 5 s), which would add up to 5 s to a drain.
-SUB_CONF=("shared_preload_libraries = 'pgrpl'" "wal_retrieve_retry_interval = 100ms")
+# pgrpl.partition_size scales with the rest, so that a --quick log has as
+# many partitions as a full one.
+SUB_CONF=("shared_preload_libraries = 'pgrpl'" "wal_retrieve_retry_interval = 100ms"
+    "pgrpl.partition_size = $PARTITION_SIZE")
 pgrpl_start_cluster "$SUBSCRIBER" "$SPORT" "$BENCH" "${SUB_CONF[@]}" "${COMMON_CONF[@]}"
 CONNINFO="host=127.0.0.1 port=$PPORT dbname=postgres user=postgres"
 psql_p -f "$BENCH_SQL/tables.sql"
@@ -687,6 +911,13 @@ if want throughput; then
     echo "serving it used during the drain; a process near 100% of the drain time is the bottleneck."
     echo
     print_throughput
+    echo
+    echo "Disk use after each drain (measured after its timing), median: pgrpl = its subscription's change and"
+    echo "transaction partitions (heap, indexes, TOAST, maps) / changes captured; built-in = the replica table"
+    echo "likewise / its rows.  The log keeps every change; the replica one version of each row, plus the"
+    echo "dead tuples its UPDATEs and DELETEs left that vacuum has not yet reclaimed."
+    echo
+    print_storage
 fi
 if want latency; then
     echo
@@ -696,7 +927,20 @@ if want latency; then
 fi
 if want queries; then
     echo
-    echo "Queries on a $Q_ROWS-row change log ($Q_KEYS keys x 10 changes, 4 changes per transaction):"
-    echo "warm-up + $QUERY_RUNS runs each in one session, ms."
+    echo "Queries on a $((Q_ROWS + Q_SMALL_CHANGES))-change log (qbench: public.t $Q_KEYS keys x 10 changes, 4 a"
+    echo "transaction; public.small 100 rows x 3 changes spread over it), partitions of $PARTITION_SIZE changes:"
+    echo "warm-up + $QUERY_RUNS runs each in one session, ms; steady = median of the runs from the session's"
+    echo "6th call on (plpgsql plans for the arguments' values 5 times, then may keep a generic plan)."
     echo "$QUERIES_OUT"
+    echo
+    echo "Per-relation cost: public.small's 100 rows / 300 changes in a $Q_SMALL_LOG-change log (qsmall)"
+    echo "and in the $((Q_ROWS + Q_SMALL_CHANGES))-change one (qbench), each log in a session of its own; avg and steady"
+    echo "(as above) of $QUERY_RUNS warm runs, ms (target: big/small <= 2)."
+    echo "$RELQ_OUT"
+    echo
+    echo "Rows the statements inside each function read from the log's partitions (one call, qbench):"
+    printf '%-52s %10s %10s\n' query change transaction
+    cat "$PLAN_READS"
+    echo
+    echo "$PURGE_OUT"
 fi
