@@ -375,6 +375,11 @@ RETURNS TABLE (commit_lsn pg_lsn, seq integer, lsn pg_lsn, xid bigint,
                message_content bytea, origin text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Plans for these arguments: pruned to the subscription's partitions at
+-- plan time and costed with the relation's own statistics (a generic plan
+-- can do neither); no parallel workers for queries that read a few rows.
+SET plan_cache_mode = force_custom_plan
+SET max_parallel_workers_per_gather = 0
 SET jit = off
 AS $$
 DECLARE
@@ -451,6 +456,11 @@ RETURNS TABLE (commit_lsn pg_lsn, end_lsn pg_lsn, xid bigint,
                commit_time timestamptz, origin text, changes integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Plans for these arguments: pruned to the subscription's partitions at
+-- plan time and costed with the relation's own statistics (a generic plan
+-- can do neither); no parallel workers for queries that read a few rows.
+SET plan_cache_mode = force_custom_plan
+SET max_parallel_workers_per_gather = 0
 SET jit = off
 AS $$
 DECLARE
@@ -477,6 +487,11 @@ RETURNS TABLE (commit_lsn pg_lsn, seq integer, lsn pg_lsn, xid bigint,
                unchanged text[], row_key jsonb)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Plans for these arguments: pruned to the subscription's partitions at
+-- plan time and costed with the relation's own statistics (a generic plan
+-- can do neither); no parallel workers for queries that read a few rows.
+SET plan_cache_mode = force_custom_plan
+SET max_parallel_workers_per_gather = 0
 SET jit = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -548,6 +563,11 @@ CREATE FUNCTION pgrpl.fill_unchanged(sid integer, rels integer[], key jsonb,
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- Plans for these arguments: pruned to the subscription's partitions at
+-- plan time and costed with the relation's own statistics (a generic plan
+-- can do neither); no parallel workers for queries that read a few rows.
+SET plan_cache_mode = force_custom_plan
+SET max_parallel_workers_per_gather = 0
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
@@ -597,6 +617,11 @@ CREATE OR REPLACE FUNCTION pgrpl.table_as_of(subscription text, relation text,
 RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Plans for these arguments: pruned to the subscription's partitions at
+-- plan time and costed with the relation's own statistics (a generic plan
+-- can do neither); no parallel workers for queries that read a few rows.
+SET plan_cache_mode = force_custom_plan
+SET max_parallel_workers_per_gather = 0
 SET jit = off
 AS $$
 DECLARE
@@ -626,11 +651,15 @@ BEGIN
                   DETAIL = 'Its changes were captured without a replica identity key.',
                   HINT = 'Give the table a primary key or set REPLICA IDENTITY FULL (or USING INDEX) on the primary.';
     END IF;
+    -- The relation's TRUNCATEs first (a partial index), then their
+    -- transactions: never the other way round, which reads every
+    -- transaction of the log to find none (OFFSET 0 keeps the order).
     SELECT t.commit_lsn, c.seq INTO t_lsn, t_seq
-      FROM pgrpl.change c
-      JOIN pgrpl.transaction t ON t.sub_id = c.sub_id AND t.txn_id = c.txn_id
-     WHERE c.sub_id = sid AND c.rel_id = ANY (rels)
-       AND c.op = 'T' AND t.commit_lsn <= upto
+      FROM (SELECT ct.txn_id, ct.seq FROM pgrpl.change ct
+             WHERE ct.sub_id = sid AND ct.rel_id = ANY (rels) AND ct.op = 'T'
+            OFFSET 0) c
+      JOIN pgrpl.transaction t ON t.sub_id = sid AND t.txn_id = c.txn_id
+     WHERE t.commit_lsn <= upto
      ORDER BY t.commit_lsn DESC, c.seq DESC LIMIT 1;
     IF NOT FOUND THEN
         t_lsn := '0/0';

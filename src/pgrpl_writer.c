@@ -263,6 +263,19 @@ pgrpl_log_relid(const char *name)
 	return get_relname_relid(name, get_namespace_oid(PGRPL_SCHEMA, false));
 }
 
+/* Create partition "part" of the subscription's log (and its parents). */
+static void
+pgrpl_create_partition(int64 part)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	Datum		args[2] = {Int32GetDatum(writer_subid), Int64GetDatum(part)};
+	int64		dummy;
+
+	(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
+						  2, argtypes, args, &dummy);
+	CommandCounterIncrement();
+}
+
 /*
  * The leaf of table "base" (change or transaction) for partition "part",
  * created if missing.  The parents are locked first, as DROP TABLE of a
@@ -291,13 +304,7 @@ pgrpl_open_leaf(const char *base, int64 part, int natts)
 	leaf = pgrpl_log_relid(leafname);
 	if (!OidIsValid(sub) || !OidIsValid(leaf))
 	{
-		Oid			argtypes[2] = {INT4OID, INT8OID};
-		Datum		args[2] = {Int32GetDatum(writer_subid), Int64GetDatum(part)};
-		int64		dummy;
-
-		(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
-							  2, argtypes, args, &dummy);
-		CommandCounterIncrement();
+		pgrpl_create_partition(part);
 		sub = pgrpl_log_relid(subname);
 		leaf = pgrpl_log_relid(leafname);
 		if (!OidIsValid(sub) || !OidIsValid(leaf))
@@ -379,6 +386,18 @@ pgrpl_writer_use_partition(int64 part)
 	pgrpl_target_open(&writer.txn, "transaction", part, TX_NATTS, 2);
 	writer.part = part;
 	writer.have_leaves = true;
+
+	/*
+	 * Keep the next partition ready.  A reader's transaction keeps the
+	 * partition list it first saw (it holds its locks on the parents, so it
+	 * takes in no invalidations): created this early, a new partition is
+	 * already in that list unless the reader stays open for a whole
+	 * partition's worth of changes.
+	 */
+	if (part == PGRPL_PART_OF(next_txn_id) &&
+		!OidIsValid(pgrpl_log_relid(psprintf("change_%d_" INT64_FORMAT,
+											 writer_subid, part + 1))))
+		pgrpl_create_partition(part + 1);
 	MemoryContextSwitchTo(oldcxt);
 }
 
