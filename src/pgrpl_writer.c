@@ -188,15 +188,24 @@ pgrpl_writer_session_start(int32 subid)
 	int64		rows = 0;
 	char	   *leaf;
 	Oid			leafid;
+	int64		first_id;
+	static XLogRecPtr logged_end = InvalidXLogRecPtr;
 
+	/*
+	 * Once per process: only this worker writes the subscription's log, so
+	 * what it learned stays true across its sessions, and a reconnect does
+	 * not wait for a lock someone holds on the log.
+	 */
+	if (writer_subid == subid && next_txn_id >= 0)
+		return logged_end;
 	writer_subid = subid;
 	(void) pgrpl_spi_int8("SELECT pg_catalog.max(x) FROM ("
 						  " SELECT pg_catalog.max(c.txn_id) FROM pgrpl.change c WHERE c.sub_id OPERATOR(pg_catalog.=) $1"
 						  " UNION ALL"
 						  " SELECT pg_catalog.max(t.txn_id) FROM pgrpl.transaction t WHERE t.sub_id OPERATOR(pg_catalog.=) $1) m(x)",
 						  1, argtypes, args, &max_id);
-	next_txn_id = max_id + 1;
-	leaf = psprintf("change_%d_" INT64_FORMAT, subid, PGRPL_PART_OF(next_txn_id));
+	first_id = max_id + 1;
+	leaf = psprintf("change_%d_" INT64_FORMAT, subid, PGRPL_PART_OF(first_id));
 	leafid = get_relname_relid(leaf, get_namespace_oid(PGRPL_SCHEMA, false));
 	if (OidIsValid(leafid))
 	{
@@ -214,8 +223,10 @@ pgrpl_writer_session_start(int32 subid)
 					   " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.commit_lsn IS NOT NULL"
 					   " ORDER BY t.commit_lsn DESC LIMIT 1",
 					   1, argtypes, args, &max_id))
-		return (XLogRecPtr) max_id;
-	return InvalidXLogRecPtr;
+		logged_end = (XLogRecPtr) max_id;
+	/* Last: a failure above leaves it unknown, to be learned again. */
+	next_txn_id = first_id;
+	return logged_end;
 }
 
 /*
