@@ -192,7 +192,9 @@ for my $round (1 .. $rounds)
 	{
 		ok($sub->poll_query_until('postgres', $in_flight),
 			"round $round: the worker is in the middle of a large transaction or group");
-		usleep(int(rand(200_000)));
+		# A short random delay: a group or large transaction can end within
+		# 200 ms on a fast writer, and the kill must still land inside it.
+		usleep(int(rand(30_000)));
 	}
 	else
 	{
