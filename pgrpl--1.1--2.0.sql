@@ -515,6 +515,13 @@ BEGIN
     -- where the row came from) and UPDATEs out of k (row_key is where it
     -- went).  Each lookup is an equality on one index.
     keys := ARRAY[key];
+    -- Most tables never change a row's key: then there is nothing to
+    -- follow (one probe of the small partial index instead of two joins).
+    IF NOT EXISTS (SELECT 1 FROM pgrpl.change c
+                    WHERE c.sub_id = sid AND c.rel_id = ANY (rels)
+                      AND c.old_key IS NOT NULL) THEN
+        i := 2;
+    END IF;
     WHILE i <= cardinality(keys) LOOP
         k := keys[i];
         FOR other IN
@@ -631,8 +638,6 @@ DECLARE
     rels integer[];
     keyless integer[];
     upto pg_lsn := COALESCE(as_of, 'FFFFFFFF/FFFFFFFF');
-    t_lsn pg_lsn := '0/0';
-    t_seq integer := 0;
     r record;
 BEGIN
     SELECT s.schema_name, s.table_name INTO nsp, rel FROM pgrpl.split_relation(relation) s;
@@ -651,40 +656,33 @@ BEGIN
                   DETAIL = 'Its changes were captured without a replica identity key.',
                   HINT = 'Give the table a primary key or set REPLICA IDENTITY FULL (or USING INDEX) on the primary.';
     END IF;
-    -- The relation's TRUNCATEs first (a partial index), then their
-    -- transactions: never the other way round, which reads every
-    -- transaction of the log to find none (OFFSET 0 keeps the order).
-    SELECT t.commit_lsn, c.seq INTO t_lsn, t_seq
-      FROM (SELECT ct.txn_id, ct.seq FROM pgrpl.change ct
-             WHERE ct.sub_id = sid AND ct.rel_id = ANY (rels) AND ct.op = 'T'
-            OFFSET 0) c
-      JOIN pgrpl.transaction t ON t.sub_id = sid AND t.txn_id = c.txn_id
-     WHERE t.commit_lsn <= upto
-     ORDER BY t.commit_lsn DESC, c.seq DESC LIMIT 1;
-    IF NOT FOUND THEN
-        t_lsn := '0/0';
-        t_seq := 0;
-    END IF;
-
+    -- One pass over the relation's changes (the rel_id index; one plan over
+    -- the partitions, not one per step: planning dominates for a small
+    -- relation): the last TRUNCATE at or before as_of, the changes after
+    -- it, a key change also deleting the old key, then per key the last.
     FOR r IN
         WITH ch AS (
-            SELECT t.commit_lsn, c.seq, c.op, c.row_key AS k, c.new, c.unchanged, c.old_key
+            SELECT t.commit_lsn, c.seq, c.op, c.row_key, c.new, c.unchanged, c.old_key
               FROM pgrpl.change c
               JOIN pgrpl.transaction t ON t.sub_id = c.sub_id AND t.txn_id = c.txn_id
-             WHERE c.sub_id = sid AND c.rel_id = ANY (rels)
-               AND c.op IN ('I', 'U', 'D') AND t.commit_lsn <= upto
-               AND (t.commit_lsn, c.seq) > (t_lsn, t_seq)
+             WHERE c.sub_id = sid AND c.rel_id = ANY (rels) AND t.commit_lsn <= upto
+        ), cut AS (
+            SELECT ch.commit_lsn, ch.seq FROM ch WHERE ch.op = 'T'
+             ORDER BY ch.commit_lsn DESC, ch.seq DESC LIMIT 1
+        ), live AS (
+            SELECT ch.* FROM ch
+             WHERE NOT EXISTS (SELECT 1 FROM cut
+                                WHERE (ch.commit_lsn, ch.seq) <= (cut.commit_lsn, cut.seq))
+        ), keyed AS (
+            SELECT l.commit_lsn, l.seq, l.op, l.row_key AS k, l.new, l.unchanged, l.old_key
+              FROM live l WHERE l.op IN ('I', 'U', 'D')
             UNION ALL
-            SELECT t.commit_lsn, c.seq, 'D', c.old_key, NULL, NULL, NULL
-              FROM pgrpl.change c
-              JOIN pgrpl.transaction t ON t.sub_id = c.sub_id AND t.txn_id = c.txn_id
-             WHERE c.sub_id = sid AND c.rel_id = ANY (rels)
-               AND c.old_key IS NOT NULL AND t.commit_lsn <= upto
-               AND (t.commit_lsn, c.seq) > (t_lsn, t_seq)
+            SELECT l.commit_lsn, l.seq, 'D', l.old_key, NULL, NULL, NULL
+              FROM live l WHERE l.old_key IS NOT NULL
         )
-        SELECT DISTINCT ON (ch.k) ch.*
-          FROM ch
-         ORDER BY ch.k, ch.commit_lsn DESC, ch.seq DESC
+        SELECT DISTINCT ON (keyed.k) keyed.*
+          FROM keyed
+         ORDER BY keyed.k, keyed.commit_lsn DESC, keyed.seq DESC
     LOOP
         CONTINUE WHEN r.op = 'D';
         IF r.unchanged IS NULL THEN
