@@ -13,6 +13,7 @@ OBJS = \
 	src/pgrpl_launcher.o \
 	src/pgrpl_catalog.o \
 	src/pgrpl_api.o \
+	src/pgrpl_jsonout.o \
 	src/pgrpl_inspect.o \
 	src/pgrpl_preview.o
 

@@ -22,76 +22,12 @@
 #include "utils/timestamp.h"
 
 #include "pgrpl_decode.h"
+#include "pgrpl_jsonout.h"
 #include "pgrpl_keyhash.h"
 
 PG_FUNCTION_INFO_V1(pgrpl_decode_sql);
 PG_FUNCTION_INFO_V1(pgrpl_key_hash_sql);
 PG_FUNCTION_INFO_V1(pgrpl_row_key_hash_v2);
-
-/* ---- a tiny JSON object writer over a StringInfo ---- */
-
-static void
-pgrpl_json_key(StringInfo out, const char *key)
-{
-	if (out->data[out->len - 1] != '{' && out->data[out->len - 1] != '[')
-		appendStringInfoString(out, ", ");
-	escape_json(out, key);
-	appendStringInfoString(out, ": ");
-}
-
-static void
-pgrpl_json_str(StringInfo out, const char *key, const char *val)
-{
-	pgrpl_json_key(out, key);
-	if (val == NULL)
-		appendStringInfoString(out, "null");
-	else
-		escape_json(out, val);
-}
-
-static void
-pgrpl_json_int(StringInfo out, const char *key, int64 val)
-{
-	pgrpl_json_key(out, key);
-	appendStringInfo(out, INT64_FORMAT, val);
-}
-
-static void
-pgrpl_json_bool(StringInfo out, const char *key, bool val)
-{
-	pgrpl_json_key(out, key);
-	appendStringInfoString(out, val ? "true" : "false");
-}
-
-static void
-pgrpl_json_lsn(StringInfo out, const char *key, XLogRecPtr lsn)
-{
-	char		buf[32];
-
-	snprintf(buf, sizeof(buf), "%X/%X", LSN_FORMAT_ARGS(lsn));
-	pgrpl_json_str(out, key, buf);
-}
-
-static void
-pgrpl_json_time(StringInfo out, const char *key, TimestampTz t)
-{
-	char		buf[MAXDATELEN + 1];
-
-	pgrpl_json_key(out, key);
-	escape_json(out, JsonEncodeDateTime(buf, TimestampTzGetDatum(t),
-										TIMESTAMPTZOID, NULL));
-}
-
-static void
-pgrpl_json_bytes(StringInfo out, const char *key, const char *data, int len)
-{
-	bytea	   *b = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	pgrpl_json_str(out, key,
-				   DatumGetCString(DirectFunctionCall1(byteaout, PointerGetDatum(b))));
-}
 
 /* ---- one section per message type ---- */
 
@@ -99,7 +35,7 @@ pgrpl_json_bytes(StringInfo out, const char *key, const char *data, int len)
 static void
 pgrpl_describe_tuple(StringInfo out, const char *key, LogicalRepTupleData *tup)
 {
-	pgrpl_json_key(out, key);
+	pgrpl_jsonout_key(out, key);
 	appendStringInfoChar(out, '[');
 	for (int i = 0; i < tup->ncols; i++)
 	{
@@ -109,11 +45,11 @@ pgrpl_describe_tuple(StringInfo out, const char *key, LogicalRepTupleData *tup)
 		if (i > 0)
 			appendStringInfoString(out, ", ");
 		appendStringInfoChar(out, '{');
-		pgrpl_json_str(out, "kind", kind);
+		pgrpl_jsonout_str(out, "kind", kind);
 		if (status == LOGICALREP_COLUMN_TEXT)
-			pgrpl_json_str(out, "value", tup->colvalues[i].data);
+			pgrpl_jsonout_str(out, "value", tup->colvalues[i].data);
 		else if (status == LOGICALREP_COLUMN_BINARY)
-			pgrpl_json_bytes(out, "value", tup->colvalues[i].data,
+			pgrpl_jsonout_bytes(out, "value", tup->colvalues[i].data,
 							 tup->colvalues[i].len);
 		appendStringInfoChar(out, '}');
 	}
@@ -125,20 +61,20 @@ pgrpl_describe_relation(StringInfo out, LogicalRepRelation *rel)
 {
 	char		ident[2] = {rel->replident, '\0'};
 
-	pgrpl_json_int(out, "relid", rel->remoteid);
-	pgrpl_json_str(out, "namespace", rel->nspname);
-	pgrpl_json_str(out, "relname", rel->relname);
-	pgrpl_json_str(out, "replica_identity", ident);
-	pgrpl_json_key(out, "columns");
+	pgrpl_jsonout_int(out, "relid", rel->remoteid);
+	pgrpl_jsonout_str(out, "namespace", rel->nspname);
+	pgrpl_jsonout_str(out, "relname", rel->relname);
+	pgrpl_jsonout_str(out, "replica_identity", ident);
+	pgrpl_jsonout_key(out, "columns");
 	appendStringInfoChar(out, '[');
 	for (int i = 0; i < rel->natts; i++)
 	{
 		if (i > 0)
 			appendStringInfoString(out, ", ");
 		appendStringInfoChar(out, '{');
-		pgrpl_json_str(out, "name", rel->attnames[i]);
-		pgrpl_json_int(out, "type_oid", rel->atttyps[i]);
-		pgrpl_json_bool(out, "key", bms_is_member(i, rel->attkeys));
+		pgrpl_jsonout_str(out, "name", rel->attnames[i]);
+		pgrpl_jsonout_int(out, "type_oid", rel->atttyps[i]);
+		pgrpl_jsonout_bool(out, "key", bms_is_member(i, rel->attkeys));
 		appendStringInfoChar(out, '}');
 	}
 	appendStringInfoChar(out, ']');
@@ -149,12 +85,12 @@ pgrpl_describe_change(StringInfo out, PgrplMessage *msg)
 {
 	PgrplChangeMsg *c = &msg->u.change;
 
-	pgrpl_json_int(out, "relid", c->relid);
+	pgrpl_jsonout_int(out, "relid", c->relid);
 	if (c->old_kind != 0)
 	{
 		char		kind[2] = {c->old_kind, '\0'};
 
-		pgrpl_json_str(out, "old_kind", kind);
+		pgrpl_jsonout_str(out, "old_kind", kind);
 		pgrpl_describe_tuple(out, "old", &c->oldtup);
 	}
 	if (msg->type != LOGICAL_REP_MSG_DELETE)
@@ -166,9 +102,9 @@ pgrpl_describe_truncate(StringInfo out, PgrplTruncateMsg *t)
 {
 	ListCell   *lc;
 
-	pgrpl_json_bool(out, "cascade", t->cascade);
-	pgrpl_json_bool(out, "restart_identity", t->restart_seqs);
-	pgrpl_json_key(out, "relids");
+	pgrpl_jsonout_bool(out, "cascade", t->cascade);
+	pgrpl_jsonout_bool(out, "restart_identity", t->restart_seqs);
+	pgrpl_jsonout_key(out, "relids");
 	appendStringInfoChar(out, '[');
 	foreach(lc, t->relids)
 		appendStringInfo(out, "%s%u", foreach_current_index(lc) > 0 ? ", " : "",
@@ -180,30 +116,30 @@ static void
 pgrpl_describe(StringInfo out, PgrplMessage *msg)
 {
 	appendStringInfoChar(out, '{');
-	pgrpl_json_str(out, "type", pgrpl_message_type_name(msg->type));
+	pgrpl_jsonout_str(out, "type", pgrpl_message_type_name(msg->type));
 	switch (msg->type)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
-			pgrpl_json_lsn(out, "final_lsn", msg->u.begin.final_lsn);
-			pgrpl_json_time(out, "commit_time", msg->u.begin.committime);
-			pgrpl_json_int(out, "xid", msg->u.begin.xid);
+			pgrpl_jsonout_lsn(out, "final_lsn", msg->u.begin.final_lsn);
+			pgrpl_jsonout_time(out, "commit_time", msg->u.begin.committime);
+			pgrpl_jsonout_int(out, "xid", msg->u.begin.xid);
 			break;
 		case LOGICAL_REP_MSG_COMMIT:
-			pgrpl_json_lsn(out, "commit_lsn", msg->u.commit.commit_lsn);
-			pgrpl_json_lsn(out, "end_lsn", msg->u.commit.end_lsn);
-			pgrpl_json_time(out, "commit_time", msg->u.commit.committime);
+			pgrpl_jsonout_lsn(out, "commit_lsn", msg->u.commit.commit_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.commit.end_lsn);
+			pgrpl_jsonout_time(out, "commit_time", msg->u.commit.committime);
 			break;
 		case LOGICAL_REP_MSG_ORIGIN:
-			pgrpl_json_lsn(out, "origin_lsn", msg->u.origin.lsn);
-			pgrpl_json_str(out, "name", msg->u.origin.name);
+			pgrpl_jsonout_lsn(out, "origin_lsn", msg->u.origin.lsn);
+			pgrpl_jsonout_str(out, "name", msg->u.origin.name);
 			break;
 		case LOGICAL_REP_MSG_RELATION:
 			pgrpl_describe_relation(out, msg->u.relation);
 			break;
 		case LOGICAL_REP_MSG_TYPE:
-			pgrpl_json_int(out, "type_oid", msg->u.type.remoteid);
-			pgrpl_json_str(out, "namespace", msg->u.type.nspname);
-			pgrpl_json_str(out, "name", msg->u.type.typname);
+			pgrpl_jsonout_int(out, "type_oid", msg->u.type.remoteid);
+			pgrpl_jsonout_str(out, "namespace", msg->u.type.nspname);
+			pgrpl_jsonout_str(out, "name", msg->u.type.typname);
 			break;
 		case LOGICAL_REP_MSG_INSERT:
 		case LOGICAL_REP_MSG_UPDATE:
@@ -214,10 +150,10 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 			pgrpl_describe_truncate(out, &msg->u.truncate);
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
-			pgrpl_json_bool(out, "transactional", msg->u.message.transactional);
-			pgrpl_json_lsn(out, "lsn", msg->u.message.lsn);
-			pgrpl_json_str(out, "prefix", msg->u.message.prefix);
-			pgrpl_json_bytes(out, "content", msg->u.message.content,
+			pgrpl_jsonout_bool(out, "transactional", msg->u.message.transactional);
+			pgrpl_jsonout_lsn(out, "lsn", msg->u.message.lsn);
+			pgrpl_jsonout_str(out, "prefix", msg->u.message.prefix);
+			pgrpl_jsonout_bytes(out, "content", msg->u.message.content,
 							 msg->u.message.len);
 			break;
 		default:

@@ -24,6 +24,7 @@
 #include "utils/pg_lsn.h"
 
 #include "pgrpl_capture.h"
+#include "pgrpl_jsonout.h"
 
 PG_FUNCTION_INFO_V1(pgrpl_capture_preview);
 
@@ -43,52 +44,22 @@ typedef struct PgrplPreview
 	List	   *versions;		/* of PgrplPreviewRel, one per remote oid */
 } PgrplPreview;
 
-/* ---- small JSON helpers ---- */
+/* ---- JSON members the shared writer (pgrpl_jsonout.c) does not have ---- */
 
-static void
-pgrpl_preview_key(StringInfo out, const char *key)
-{
-	if (out->data[out->len - 1] != '{')
-		appendStringInfoString(out, ", ");
-	escape_json(out, key);
-	appendStringInfoString(out, ": ");
-}
-
-static void
-pgrpl_preview_str(StringInfo out, const char *key, const char *value)
-{
-	pgrpl_preview_key(out, key);
-	if (value == NULL)
-		appendStringInfoString(out, "null");
-	else
-		escape_json(out, value);
-}
-
-static void
-pgrpl_preview_int(StringInfo out, const char *key, int64 value)
-{
-	pgrpl_preview_key(out, key);
-	appendStringInfo(out, INT64_FORMAT, value);
-}
-
+/* An LSN, or null when there is none. */
 static void
 pgrpl_preview_lsn(StringInfo out, const char *key, XLogRecPtr lsn)
 {
-	char		buf[32];
-
 	if (XLogRecPtrIsInvalid(lsn))
-	{
-		pgrpl_preview_str(out, key, NULL);
-		return;
-	}
-	snprintf(buf, sizeof(buf), "%X/%X", LSN_FORMAT_ARGS(lsn));
-	pgrpl_preview_str(out, key, buf);
+		pgrpl_jsonout_str(out, key, NULL);
+	else
+		pgrpl_jsonout_lsn(out, key, lsn);
 }
 
 static void
 pgrpl_preview_jsonb(StringInfo out, const char *key, Jsonb *value)
 {
-	pgrpl_preview_key(out, key);
+	pgrpl_jsonout_key(out, key);
 	if (value == NULL)
 		appendStringInfoString(out, "null");
 	else
@@ -136,18 +107,18 @@ pgrpl_preview_relation_id(void *arg, const PgrplRelationDesc *d)
 
 	initStringInfo(&desc);
 	appendStringInfoChar(&desc, '{');
-	pgrpl_preview_str(&desc, "kind", "relation");
-	pgrpl_preview_str(&desc, "schema_name", d->schema_name);
-	pgrpl_preview_str(&desc, "table_name", d->table_name);
-	pgrpl_preview_str(&desc, "replica_identity", replident);
-	pgrpl_preview_key(&desc, "columns");
+	pgrpl_jsonout_str(&desc, "kind", "relation");
+	pgrpl_jsonout_str(&desc, "schema_name", d->schema_name);
+	pgrpl_jsonout_str(&desc, "table_name", d->table_name);
+	pgrpl_jsonout_str(&desc, "replica_identity", replident);
+	pgrpl_jsonout_key(&desc, "columns");
 	appendStringInfoChar(&desc, '[');
 	for (int i = 0; i < d->natts; i++)
 	{
 		appendStringInfoString(&desc, i > 0 ? ", {" : "{");
-		pgrpl_preview_str(&desc, "name", d->names[i]);
-		pgrpl_preview_str(&desc, "type", d->types[i]);
-		pgrpl_preview_key(&desc, "key");
+		pgrpl_jsonout_str(&desc, "name", d->names[i]);
+		pgrpl_jsonout_str(&desc, "type", d->types[i]);
+		pgrpl_jsonout_key(&desc, "key");
 		appendStringInfoString(&desc, d->is_key[i] ? "true}" : "false}");
 	}
 	appendStringInfoChar(&desc, ']');
@@ -172,7 +143,7 @@ pgrpl_preview_relation_id(void *arg, const PgrplRelationDesc *d)
 
 	initStringInfo(&out);
 	appendStringInfoString(&out, desc.data);
-	pgrpl_preview_int(&out, "rel_id", latest->rel_id);
+	pgrpl_jsonout_int(&out, "rel_id", latest->rel_id);
 	pgrpl_preview_lsn(&out, "first_lsn", d->first_lsn);
 	pgrpl_preview_emit(p, &out);
 	return latest->rel_id;
@@ -186,13 +157,13 @@ pgrpl_preview_change(void *arg, const PgrplChangeRow *r)
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
-	pgrpl_preview_str(&out, "kind", "change");
-	pgrpl_preview_int(&out, "txn_id", r->txn_id);
-	pgrpl_preview_int(&out, "seq", r->seq);
+	pgrpl_jsonout_str(&out, "kind", "change");
+	pgrpl_jsonout_int(&out, "txn_id", r->txn_id);
+	pgrpl_jsonout_int(&out, "seq", r->seq);
 	pgrpl_preview_lsn(&out, "lsn", r->lsn);
-	pgrpl_preview_str(&out, "op", op);
+	pgrpl_jsonout_str(&out, "op", op);
 	if (r->rel_id != 0)
-		pgrpl_preview_int(&out, "rel_id", r->rel_id);
+		pgrpl_jsonout_int(&out, "rel_id", r->rel_id);
 	pgrpl_preview_jsonb(&out, "old", r->old);
 	pgrpl_preview_jsonb(&out, "new", r->new);
 	if (r->unchanged != NULL)
@@ -200,21 +171,16 @@ pgrpl_preview_change(void *arg, const PgrplChangeRow *r)
 		text	   *t = DatumGetTextPP(DirectFunctionCall1(array_to_json,
 														   PointerGetDatum(r->unchanged)));
 
-		pgrpl_preview_key(&out, "unchanged");
+		pgrpl_jsonout_key(&out, "unchanged");
 		appendBinaryStringInfo(&out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 	}
 	pgrpl_preview_jsonb(&out, "row_key", r->row_key);
 	pgrpl_preview_jsonb(&out, "old_key", r->old_key);
 	if (r->op == PGRPL_OP_MESSAGE)
 	{
-		bytea	   *content = palloc(VARHDRSZ + r->message_len);
-
-		SET_VARSIZE(content, VARHDRSZ + r->message_len);
-		memcpy(VARDATA(content), r->message_content, r->message_len);
-		pgrpl_preview_str(&out, "message_prefix", r->message_prefix);
-		pgrpl_preview_str(&out, "message_content",
-						  DatumGetCString(DirectFunctionCall1(byteaout,
-															  PointerGetDatum(content))));
+		pgrpl_jsonout_str(&out, "message_prefix", r->message_prefix);
+		pgrpl_jsonout_bytes(&out, "message_content", r->message_content,
+							r->message_len);
 	}
 	pgrpl_preview_emit(arg, &out);
 }
@@ -227,15 +193,15 @@ pgrpl_preview_transaction(void *arg, const PgrplTxnRow *t)
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
-	pgrpl_preview_str(&out, "kind", "transaction");
-	pgrpl_preview_int(&out, "txn_id", t->txn_id);
-	pgrpl_preview_str(&out, "state", state);
+	pgrpl_jsonout_str(&out, "kind", "transaction");
+	pgrpl_jsonout_int(&out, "txn_id", t->txn_id);
+	pgrpl_jsonout_str(&out, "state", state);
 	pgrpl_preview_lsn(&out, "commit_lsn", t->commit_lsn);
 	pgrpl_preview_lsn(&out, "end_lsn", t->end_lsn);
 	if (t->has_xid)
-		pgrpl_preview_int(&out, "xid", t->xid);
-	pgrpl_preview_str(&out, "origin", t->origin);
-	pgrpl_preview_int(&out, "changes", t->changes);
+		pgrpl_jsonout_int(&out, "xid", t->xid);
+	pgrpl_jsonout_str(&out, "origin", t->origin);
+	pgrpl_jsonout_int(&out, "changes", t->changes);
 	pgrpl_preview_emit(arg, &out);
 }
 
