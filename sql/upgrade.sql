@@ -53,18 +53,22 @@ TRUNCATE up_u;
 INSERT INTO up_u VALUES ('c', 3);
 SELECT public.wait_sub('up');
 
--- What every read function says before the update.
-CREATE TEMP TABLE before_changes AS SELECT * FROM pgrpl.changes('up');
-CREATE TEMP TABLE before_txns AS SELECT * FROM pgrpl.transactions('up');
-CREATE TEMP TABLE before_reads AS
+-- What every read function says before the update.  (A SQL function's
+-- body is parsed when it runs: it reads whatever pgrpl is installed then.)
+CREATE FUNCTION pg_temp.reads(mid pg_lsn) RETURNS TABLE (what text, v jsonb)
+LANGUAGE sql AS $$
 SELECT 'history 2' AS what, to_jsonb(h) AS v FROM pgrpl.row_history('up', 'up_t', '{"id": 2}') h
 UNION ALL SELECT 'history 20', to_jsonb(h) FROM pgrpl.row_history('up', 'up_t', '{"id": 3}') h
 UNION ALL SELECT 'as_of now', t FROM pgrpl.table_as_of('up', 'up_t') t
-UNION ALL SELECT 'as_of mid', t FROM pgrpl.table_as_of('up', 'up_t', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'as_of mid', t FROM pgrpl.table_as_of('up', 'up_t', mid) t
 UNION ALL SELECT 'u now', t FROM pgrpl.table_as_of('up', 'up_u') t
-UNION ALL SELECT 'u mid', t FROM pgrpl.table_as_of('up', 'up_u', :'mid_lsn'::pg_lsn) t
+UNION ALL SELECT 'u mid', t FROM pgrpl.table_as_of('up', 'up_u', mid) t
 UNION ALL SELECT 'rel changes', to_jsonb(c) FROM pgrpl.changes('up', relation => 'up_u') c
 UNION ALL SELECT 'max_rows', to_jsonb(c) FROM pgrpl.changes('up', max_rows => 3) c;
+$$;
+CREATE TEMP TABLE before_changes AS SELECT * FROM pgrpl.changes('up');
+CREATE TEMP TABLE before_txns AS SELECT * FROM pgrpl.transactions('up');
+CREATE TEMP TABLE before_reads AS SELECT * FROM pg_temp.reads(:'mid_lsn');
 SELECT count(*) AS changes, count(DISTINCT commit_lsn) AS units FROM before_changes;
 
 -- The same log in the layout 1.1 wrote: one row per change with its
@@ -121,15 +125,7 @@ SELECT (SELECT count(*) FROM (TABLE before_changes EXCEPT ALL SELECT * FROM pgrp
        (SELECT count(*) FROM (SELECT * FROM pgrpl.changes('up') EXCEPT ALL TABLE before_changes) x) AS gained;
 SELECT (SELECT count(*) FROM (TABLE before_txns EXCEPT ALL SELECT * FROM pgrpl.transactions('up')) x) AS lost,
        (SELECT count(*) FROM (SELECT * FROM pgrpl.transactions('up') EXCEPT ALL TABLE before_txns) x) AS gained;
-CREATE TEMP TABLE after_reads AS
-SELECT 'history 2' AS what, to_jsonb(h) AS v FROM pgrpl.row_history('up', 'up_t', '{"id": 2}') h
-UNION ALL SELECT 'history 20', to_jsonb(h) FROM pgrpl.row_history('up', 'up_t', '{"id": 3}') h
-UNION ALL SELECT 'as_of now', t FROM pgrpl.table_as_of('up', 'up_t') t
-UNION ALL SELECT 'as_of mid', t FROM pgrpl.table_as_of('up', 'up_t', :'mid_lsn'::pg_lsn) t
-UNION ALL SELECT 'u now', t FROM pgrpl.table_as_of('up', 'up_u') t
-UNION ALL SELECT 'u mid', t FROM pgrpl.table_as_of('up', 'up_u', :'mid_lsn'::pg_lsn) t
-UNION ALL SELECT 'rel changes', to_jsonb(c) FROM pgrpl.changes('up', relation => 'up_u') c
-UNION ALL SELECT 'max_rows', to_jsonb(c) FROM pgrpl.changes('up', max_rows => 3) c;
+CREATE TEMP TABLE after_reads AS SELECT * FROM pg_temp.reads(:'mid_lsn');
 SELECT what, count(*) AS rows FROM before_reads GROUP BY what ORDER BY what;
 (SELECT 'lost' AS d, * FROM before_reads EXCEPT ALL SELECT 'lost', * FROM after_reads)
 UNION ALL
