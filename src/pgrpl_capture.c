@@ -84,14 +84,14 @@ static int32
 pgrpl_capture_rel_id(PgrplCapture *cap, PgrplRelation *rel, XLogRecPtr lsn)
 {
 	PgrplRelIdEntry *e;
-	bool		found;
+	int32		rel_id;
 	PgrplRelationDesc d;
 	const char **names;
 	const char **types;
 	bool	   *is_key;
 
-	e = hash_search(cap->rel_ids, &rel->remoteid, HASH_ENTER, &found);
-	if (found)
+	e = hash_search(cap->rel_ids, &rel->remoteid, HASH_FIND, NULL);
+	if (e != NULL)
 		return e->rel_id;
 
 	names = palloc(sizeof(char *) * Max(rel->natts, 1));
@@ -112,17 +112,11 @@ pgrpl_capture_rel_id(PgrplCapture *cap, PgrplRelation *rel, XLogRecPtr lsn)
 	d.types = types;
 	d.is_key = is_key;
 	d.first_lsn = lsn;
-	PG_TRY();
-	{
-		e->rel_id = cap->sink->relation_id(cap->sink->arg, &d);
-	}
-	PG_CATCH();
-	{
-		(void) hash_search(cap->rel_ids, &rel->remoteid, HASH_REMOVE, NULL);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	return e->rel_id;
+	/* Remembered only once the sink has it: an error leaves no entry. */
+	rel_id = cap->sink->relation_id(cap->sink->arg, &d);
+	e = hash_search(cap->rel_ids, &rel->remoteid, HASH_ENTER, NULL);
+	e->rel_id = rel_id;
+	return rel_id;
 }
 
 /*
