@@ -18,7 +18,7 @@ OBJS = \
 	src/pgrpl_preview.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql
+DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql pgrpl--2.0--2.1.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
