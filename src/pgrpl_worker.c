@@ -1012,6 +1012,7 @@ pgrpl_apply_message(StringInfo payload)
 		if (!W.local_open)
 			pgrpl_worker_set_caught_up(W.seen_end);
 	}
+	pgrpl_worker_note_streams(W.cap.nstreams);
 	return false;
 }
 
