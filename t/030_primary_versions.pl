@@ -36,6 +36,8 @@ for my $major (@majors)
 }
 my $missing_reason =
   'no server binaries; run `bash scripts/primaries.sh MAJOR` as root';
+plan skip_all => "no primary versions chosen (PGRPL_PRIMARY_VERSIONS=$wanted)"
+  unless @majors;
 plan skip_all => "PostgreSQL @majors: $missing_reason" unless %bindir;
 
 my $sub = pgrpl_init_subscriber('subscriber');
