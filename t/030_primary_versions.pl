@@ -3,8 +3,9 @@
 # subscription (slot created over the replication connection), captures
 # inserts, updates, deletes, a TRUNCATE (primaries >= 11: pgoutput had none
 # before), logical messages (primaries >= 14: pgoutput had none before, so
-# pgrpl must not ask for them) and a transaction larger than
-# logical_decoding_work_mem, then drops the subscription with its slot.
+# pgrpl must not ask for them) and transactions larger than
+# logical_decoding_work_mem (streamed from primaries >= 14), checks the
+# protocol pgrpl negotiated, then drops the subscription with its slot.
 #
 # The server binaries come from scripts/primaries.sh (run as root; it
 # prints their bin dirs), which scripts/test.sh runs before the TAP tests.
@@ -68,7 +69,7 @@ sub test_primary
 	note "PostgreSQL $version primary, binaries in $bindir{$major}";
 
 	# logical_decoding_work_mem (PG13+) at its minimum, so that the big
-	# transaction below is streamed when pgrpl asks for streaming.
+	# transactions below are streamed when pgrpl asks for streaming.
 	my $primary = pgrpl_init_primary(
 		"primary$major",
 		install_path => $install,
@@ -111,25 +112,28 @@ sub test_primary
 		return;
 	}
 
-	# The protocol options pgrpl asked for: logical messages (and v2
-	# streaming) exist in pgoutput from PG14 on; older ones reject them.
+	# The protocol pgrpl negotiated: pgoutput rejects options it does not
+	# know, so logical messages and streaming (protocol 2) from PG14 on,
+	# protocol 4 with streaming 'parallel' from PG16 on, else protocol 1.
+	my ($proto, $opts) =
+	    $major >= 16 ? (4, qr/messages 'true'.*streaming 'parallel'/)
+	  : $major >= 14 ? (2, qr/messages 'true'.*streaming 'on'/)
+	  :                (1, undef);
 	my @cmds = start_commands($primary, $name);
 	ok(@cmds > 0, "$name: the primary logged START_REPLICATION") or return;
-	if ($major >= 14)
+	like($cmds[-1], qr/\(proto_version '$proto',/,
+		"$name: pgrpl asks for protocol $proto");
+	if (defined $opts)
 	{
-		like($cmds[-1], qr/messages/, "$name: pgrpl asks for messages");
-	  TODO:
-		{
-			local $TODO = 'proto_version 2 with streaming from PG14 on: not yet';
-			like($cmds[-1], qr/proto_version '?[2-9]'?.*streaming/,
-				"$name: pgrpl asks for protocol 2 with streaming");
-		}
+		like($cmds[-1], $opts, "$name: pgrpl asks for messages and streaming");
 	}
 	else
 	{
-		unlike($cmds[-1], qr/messages/, "$name: pgrpl does not ask for messages");
-		like($cmds[-1], qr/proto_version '?1'?/, "$name: pgrpl asks for protocol 1");
+		unlike($cmds[-1], qr/messages|streaming/,
+			"$name: pgrpl asks for neither messages nor streaming");
 	}
+	is(pgrpl_stat($sub, $name, 'proto_version'),
+		$proto, "$name: stat_subscription shows protocol $proto");
 
 	# ------------------------------------------------------------- DML --
 	$primary->safe_psql(
@@ -220,6 +224,10 @@ sub test_primary
 		'6000|2|2|3000|3000|t',
 		"$name: big transactions: each captured once, nothing rolled back");
 
+	# Streamed from PG14 on: at least the two big committed ones.
+	is( pgrpl_stat($sub, $name, 'streamed_transactions >= 2'),
+		$major >= 14 ? 't' : 'f',
+		"$name: big transactions " . ($major >= 14 ? 'were' : 'were not') . ' streamed');
 	is(pgrpl_stat($sub, $name, 'last_error'), '', "$name: no error recorded");
 
 	# ------------------------------------------------------------- drop --
