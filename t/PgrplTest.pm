@@ -157,4 +157,69 @@ sub pgrpl_stays
 	return 1;
 }
 
+# ------------------------------------------------- other major versions --
+#
+# Primaries of other PostgreSQL major versions (t/030_primary_versions.pl)
+# run server binaries that scripts/primaries.sh unpacked into
+# $PGRPL_PRIMARIES_DIR/MAJOR/bin (default /var/cache/pgrpl-primaries): only
+# initdb, pg_ctl and postgres, no psql or pg_config.
+
+push @EXPORT, qw(pgrpl_primary_bindir pgrpl_primary_install_path);
+
+# The bin dir of PostgreSQL $major's server binaries, or undef if there are
+# none (not fetched).
+sub pgrpl_primary_bindir
+{
+	my ($major) = @_;
+	my $cache = $ENV{PGRPL_PRIMARIES_DIR} || '/var/cache/pgrpl-primaries';
+	my $bindir = "$cache/$major/bin";
+	return (-x "$bindir/postgres" && -x "$bindir/initdb" && -x "$bindir/pg_ctl")
+	  ? $bindir
+	  : undef;
+}
+
+# An install_path for PostgreSQL::Test::Cluster->new made of the server
+# binaries in $bindir and the default installation's clients (psql etc.,
+# which talk to older and newer servers alike), in a temp dir of the test:
+# bin/ has links to both and a pg_config that only knows --version (the
+# framework reads the node's version from it); lib/ is empty, as the
+# framework puts it first in LD_LIBRARY_PATH and the server binaries find
+# their own libraries through their RUNPATH ($ORIGIN/../lib, resolved past
+# the links).  Returns (path, version such as "14.23"), or () if $bindir's
+# postgres does not run.
+sub pgrpl_primary_install_path
+{
+	my ($bindir) = @_;
+	my $out = `"$bindir/postgres" --version 2>&1`;
+	return () unless $? == 0 && $out =~ /\(PostgreSQL\) (\d+(?:\.\d+)?)/;
+	my $version = $1;
+	(my $major = $version) =~ s/\..*//;
+	my $clients = `pg_config --bindir`;
+	chomp $clients;
+	die "pg_config --bindir failed" unless $? == 0 && -d $clients;
+
+	my $dir = PostgreSQL::Test::Utils::tempdir("pg$major");
+	mkdir "$dir/bin" or die "mkdir $dir/bin: $!";
+	mkdir "$dir/lib" or die "mkdir $dir/lib: $!";
+	for my $prog (qw(initdb pg_ctl postgres))
+	{
+		symlink("$bindir/$prog", "$dir/bin/$prog")
+		  or die "symlink $dir/bin/$prog: $!";
+	}
+	opendir(my $dh, $clients) or die "opendir $clients: $!";
+	for my $prog (readdir $dh)
+	{
+		next if $prog =~ /^\./ || -e "$dir/bin/$prog";
+		next if grep { $_ eq $prog } qw(pg_config postmaster);
+		symlink("$clients/$prog", "$dir/bin/$prog")
+		  or die "symlink $dir/bin/$prog: $!";
+	}
+	closedir $dh;
+	open(my $fh, '>', "$dir/bin/pg_config") or die "$dir/bin/pg_config: $!";
+	print $fh "#!/bin/sh\necho 'PostgreSQL $version'\n";
+	close $fh;
+	chmod(0755, "$dir/bin/pg_config") or die "chmod $dir/bin/pg_config: $!";
+	return ($dir, $version);
+}
+
 1;
