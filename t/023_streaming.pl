@@ -169,14 +169,14 @@ ok( $sub->poll_query_until(
   or diag($sub->safe_psql('postgres', q{SELECT * FROM pgrpl.stat_subscription}),
 	"\n", $primary->safe_psql('postgres', q{SELECT * FROM pg_stat_replication_slots}),
 	"\n", $primary->safe_psql('postgres', q{SELECT * FROM pg_stat_replication}));
-$sub->kill9;
+pgrpl_kill9_all($sub);
 $sub->start;
 pgrpl_wait_state($sub, 's', 'streaming', 'restarted after kill -9 inside the stream',
 	'streams_in_progress = 1');
 $big->query_safe('COMMIT');
 $big->quit;
 # Right after the commit: the worker is writing or committing it.
-$sub->kill9;
+pgrpl_kill9_all($sub);
 $sub->start;
 pgrpl_wait_lsn($sub, 's', pgrpl_primary_lsn($primary));
 is( $sub->safe_psql(

@@ -18,7 +18,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
   pgrpl_init_primary pgrpl_init_subscriber pgrpl_primary_lsn
   pgrpl_wait_lsn pgrpl_wait_state pgrpl_state pgrpl_stat
-  pgrpl_sub_connstr pgrpl_log_count pgrpl_stays
+  pgrpl_sub_connstr pgrpl_log_count pgrpl_stays pgrpl_kill9_all
 );
 
 # A primary that allows logical decoding.  %params go to
@@ -220,6 +220,52 @@ sub pgrpl_primary_install_path
 	close $fh;
 	chmod(0755, "$dir/bin/pg_config") or die "chmod $dir/bin/pg_config: $!";
 	return ($dir, $version);
+}
+
+# The postmaster's pid and those of all its children.
+sub pgrpl_server_pids
+{
+	my ($node) = @_;
+	my $pm = (split /\n/, slurp_file($node->data_dir . '/postmaster.pid'))[0];
+	my @kids;
+	for my $stat (glob '/proc/[0-9]*/stat')
+	{
+		open my $fh, '<', $stat or next;
+		my $line = <$fh>;
+		close $fh;
+		next unless defined $line;
+		# pid (comm) state ppid ...
+		push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $pm;
+	}
+	return ($pm, @kids);
+}
+
+# Still there, even as a zombie not yet reaped: the new postmaster would
+# take a zombie holding the old pid for a running postmaster.
+sub pgrpl_exists_pid
+{
+	my ($pid) = @_;
+	return -e "/proc/$pid";
+}
+
+# kill -9 of the postmaster and every process it started, at once; then
+# wait until they are all gone, so that the restart finds no process still
+# attached to the old shared memory.
+sub pgrpl_kill9_all
+{
+	my ($node) = @_;
+	my @pids = pgrpl_server_pids($node);
+	note 'SIGKILL to postmaster ' . $pids[0] . ' and ' . (@pids - 1) . ' children';
+	kill 'KILL', @pids;
+	$node->kill9;    # forgets the pid (signals the dead postmaster again)
+	my $t0 = Time::HiRes::time();
+	while (grep { pgrpl_exists_pid($_) } @pids)
+	{
+		die 'processes survive SIGKILL'
+		  if Time::HiRes::time() > $t0 + $PostgreSQL::Test::Utils::timeout_default;
+		Time::HiRes::usleep(50_000);
+	}
+	note sprintf('all gone after %.2f s', Time::HiRes::time() - $t0);
 }
 
 1;
