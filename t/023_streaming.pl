@@ -188,6 +188,7 @@ is( $sub->safe_psql(
 		'postgres',
 		q{SELECT count(*) FROM pgrpl.transaction WHERE state = 'i'}),
 	'0', 'nothing half-written remains');
+is(pgrpl_stat($sub, 's', 'streams_in_progress'), '0', 'no stream in progress');
 
 # ------------------------------------------- 4. primary crash mid-stream --
 
