@@ -132,11 +132,16 @@ my $load = IPC::Run::start(
 # The worker has a local transaction open (it holds its lock on the change
 # log) holding more than 1 MB of the primary's WAL: in the middle of a large
 # transaction, or of a group of transactions committed together.
+# A large transaction is streamed: the worker is in its middle from its
+# first chunk to its commit, whether or not a local transaction is open.
 my $in_flight = q{
-	SELECT count(*) > 0 FROM pgrpl.stat_subscription s, pg_locks l
-	 WHERE s.name = 's' AND l.pid = s.pid
-	   AND l.relation = 'pgrpl.change'::regclass AND l.granted
-	   AND pg_wal_lsn_diff(s.received_lsn, s.flushed_lsn) > 1000000};
+	SELECT count(*) > 0 FROM pgrpl.stat_subscription s
+	 WHERE s.name = 's'
+	   AND (s.streams_in_progress > 0
+	        OR (pg_wal_lsn_diff(s.received_lsn, s.flushed_lsn) > 1000000
+	            AND EXISTS (SELECT FROM pg_locks l
+	                         WHERE l.pid = s.pid AND l.granted
+	                           AND l.relation = 'pgrpl.change'::regclass)))};
 my $open_txn = q{
 	SELECT count(*) > 0 FROM pgrpl.stat_subscription s, pg_locks l
 	 WHERE s.name = 's' AND l.pid = s.pid
