@@ -171,6 +171,17 @@ pgrpl_current(PgrplCapture *cap)
 	return cap->active ? &cap->txn : cap->stream;
 }
 
+/* The transaction row of a remote transaction not (or never) committed. */
+static void
+pgrpl_uncommitted_row(PgrplRemoteTxn *t, char state, PgrplTxnRow *row)
+{
+	memset(row, 0, sizeof(*row));
+	row->txn_id = t->txn_id;
+	row->state = state;
+	row->has_xid = true;
+	row->xid = t->xid;
+}
+
 /*
  * Before the first row of the current remote transaction: the sink opens
  * what it writes into, and the transaction gets its id.  A streamed one
@@ -188,12 +199,9 @@ pgrpl_capture_open(PgrplCapture *cap)
 	t->txn_id = cap->sink->new_txn_id(cap->sink->arg);
 	if (t->streamed)
 	{
-		PgrplTxnRow row = {0};
+		PgrplTxnRow row;
 
-		row.txn_id = t->txn_id;
-		row.state = PGRPL_TXN_IN_PROGRESS;
-		row.has_xid = true;
-		row.xid = t->xid;
+		pgrpl_uncommitted_row(t, PGRPL_TXN_IN_PROGRESS, &row);
 		cap->sink->transaction(cap->sink->arg, &row);
 	}
 }
@@ -529,16 +537,13 @@ pgrpl_capture_stream_stop(PgrplCapture *cap)
 static void
 pgrpl_stream_discard(PgrplCapture *cap, PgrplRemoteTxn *t)
 {
-	PgrplTxnRow row = {0};
+	PgrplTxnRow row;
 
 	if (t->txn_id < 0)
 		return;					/* nothing was written */
 	cap->sink->open(cap->sink->arg);
 	cap->sink->discard(cap->sink->arg, t->txn_id, 1);
-	row.txn_id = t->txn_id;
-	row.state = PGRPL_TXN_ABORTED;
-	row.has_xid = true;
-	row.xid = t->xid;
+	pgrpl_uncommitted_row(t, PGRPL_TXN_ABORTED, &row);
 	cap->sink->finish_transaction(cap->sink->arg, &row);
 }
 
