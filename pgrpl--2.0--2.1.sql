@@ -81,5 +81,12 @@ SELECT s.sub_name AS name,
   FROM pgrpl.subscription s
   LEFT JOIN pgrpl.worker_status() w ON w.sub_id = s.sub_id;
 
+-- A message from inside a stream block: its changes carry the
+-- (sub)transaction's xid first.  decode(message) stays as it was.
+CREATE FUNCTION pgrpl.decode(message bytea, in_stream boolean)
+RETURNS jsonb
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pgrpl_decode_sql';
+
 REVOKE ALL ON FUNCTION pgrpl.worker_status() FROM PUBLIC;
 REVOKE ALL ON pgrpl.stat_subscription FROM PUBLIC;

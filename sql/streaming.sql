@@ -106,6 +106,13 @@ SELECT row->>'seq' AS seq_of_last_row
 -- decode() describes the stream control messages.
 SELECT jsonb_object_keys(pgrpl.decode(data)) AS key
   FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('c')) m ORDER BY 1;
+-- Inside a stream block a change carries its (sub)transaction's xid first:
+-- decode(message, in_stream => true) reads it.
+SELECT k FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('I') LIMIT 1) m,
+       jsonb_object_keys(pgrpl.decode(m.data, true)) k ORDER BY 1;
+SELECT (pgrpl.decode(m.data, true)->>'xid')::bigint = (pgrpl.decode(s.data)->>'xid')::bigint AS same_xid
+  FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('I') ORDER BY ord LIMIT 1) m,
+       (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('S') ORDER BY ord LIMIT 1) s;
 -- A STREAM COMMIT of a transaction not being streamed, a stream block
 -- inside another: protocol violations (the first names the xid: caught).
 DO $$

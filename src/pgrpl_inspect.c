@@ -117,6 +117,8 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 {
 	appendStringInfoChar(out, '{');
 	pgrpl_jsonout_str(out, "type", pgrpl_message_type_name(msg->type));
+	if (TransactionIdIsValid(msg->xid))
+		pgrpl_jsonout_int(out, "xid", msg->xid);
 	switch (msg->type)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -183,11 +185,15 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 	appendStringInfoChar(out, '}');
 }
 
-/* pgrpl.decode(message bytea) RETURNS jsonb */
+/*
+ * pgrpl.decode(message bytea [, in_stream boolean]) RETURNS jsonb;
+ * in_stream: the message came between STREAM START and STREAM STOP.
+ */
 Datum
 pgrpl_decode_sql(PG_FUNCTION_ARGS)
 {
 	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
+	bool		in_stream = PG_NARGS() > 1 && PG_GETARG_BOOL(1);
 	StringInfoData in;
 	StringInfoData out;
 	PgrplMessage msg;
@@ -211,7 +217,7 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 		(void) SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		pgrpl_decode_message(&in, &msg, false);
+		pgrpl_decode_message(&in, &msg, in_stream);
 	}
 	PG_FINALLY();
 	{
