@@ -145,6 +145,12 @@ AS 'SELECT 3';
 -- primary and not yet committed or rolled back (commit_lsn NULL, state
 -- 'prepared'), in PREPARE order whatever after_lsn says: their changes
 -- are not in changes() until they commit.
+-- Its result type changes: it is dropped and created again.  The EXECUTE
+-- grants to reader roles (see the README) are kept across that.
+SELECT pg_catalog.set_config('pgrpl_upgrade.transactions_acl',
+       COALESCE((SELECT p.proacl::text FROM pg_catalog.pg_proc p
+                  WHERE p.oid = 'pgrpl.transactions(text, pg_lsn, bigint)'::pg_catalog.regprocedure),
+                ''), true);
 DROP FUNCTION pgrpl.transactions(text, pg_lsn, bigint);
 CREATE FUNCTION pgrpl.transactions(subscription text, after_lsn pg_lsn DEFAULT NULL,
                                    max_rows bigint DEFAULT NULL)
@@ -188,3 +194,24 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION pgrpl.transactions(text, pg_lsn, bigint) FROM PUBLIC;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT a.grantee, a.is_grantable
+          FROM pg_catalog.aclexplode(NULLIF(
+                   pg_catalog.current_setting('pgrpl_upgrade.transactions_acl'), '')::pg_catalog.aclitem[]) a
+          JOIN pg_catalog.pg_proc p
+            ON p.oid OPERATOR(pg_catalog.=) 'pgrpl.transactions(text, pg_lsn, bigint)'::pg_catalog.regprocedure
+         WHERE a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION pgrpl.transactions(text, pg_lsn, bigint) TO %s%s',
+                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+                                  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
