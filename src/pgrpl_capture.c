@@ -648,7 +648,14 @@ pgrpl_prepare_unit(PgrplCapture *cap, LogicalRepPreparedTxnData *p, int32 change
 	cap->unit_streamed = streamed;
 }
 
-/* BEGIN PREPARE: like BEGIN, for a transaction that ends with PREPARE. */
+/*
+ * BEGIN PREPARE: like BEGIN, for a transaction that ends with PREPARE.  A
+ * prepare LSN before progress does not mean the transaction is here: a
+ * transaction prepared before the slot decoded at PREPARE (before its
+ * two_phase_at) is sent whole at its COMMIT PREPARED, as BEGIN PREPARE ...
+ * PREPARE with its old prepare LSN, then COMMIT PREPARED.  So it is
+ * skipped only if the log holds it, prepared.
+ */
 static void
 pgrpl_capture_begin_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *b)
 {
@@ -658,8 +665,11 @@ pgrpl_capture_begin_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *b)
 	cap->preparing = true;
 	cap->final_lsn = b->prepare_lsn;
 	pgrpl_remote_txn_reset(&cap->txn, b->xid, false);
-	/* Sent again after a reconnect although we have it: skip it. */
-	cap->txn.skip = (b->prepare_lsn < cap->progress);
+	if (b->prepare_lsn < cap->progress)
+	{
+		cap->sink->open(cap->sink->arg);
+		cap->txn.skip = cap->sink->prepared_known(cap->sink->arg, b->gid, b->xid);
+	}
 }
 
 /*
@@ -683,6 +693,8 @@ pgrpl_capture_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *p)
 	cap->active = false;
 	cap->preparing = false;
 	pgrpl_prepare_unit(cap, p, cap->txn.seq, false);
+	/* Sent at its COMMIT PREPARED (see above): progress does not go back. */
+	cap->unit_end = Max(cap->unit_end, cap->progress);
 	if (cap->txn.seq == 0)
 		return PGRPL_CAPTURE_EMPTY_UNIT;	/* skipped or nothing captured */
 

@@ -48,6 +48,8 @@ typedef struct PgrplSink
 	 * prepared transaction row->gid, row->xid; false if there is none.
 	 */
 	bool		(*finish_prepared) (void *arg, const PgrplTxnRow *row);
+	/* Whether the log holds prepared transaction gid, xid (state 'p'). */
+	bool		(*prepared_known) (void *arg, const char *gid, TransactionId xid);
 	void	   *arg;
 } PgrplSink;
 

@@ -245,6 +245,13 @@ pgrpl_preview_finish_prepared(void *arg, const PgrplTxnRow *t)
 	return true;
 }
 
+/* The preview has no log: nothing is known prepared. */
+static bool
+pgrpl_preview_prepared_known(void *arg, const char *gid, TransactionId xid)
+{
+	return false;
+}
+
 static void
 pgrpl_preview_discard(void *arg, int64 txn_id, int32 from_seq)
 {
@@ -291,7 +298,8 @@ pgrpl_capture_preview(PG_FUNCTION_ARGS)
 		.transaction = pgrpl_preview_transaction,
 		.finish_transaction = pgrpl_preview_finish_transaction,
 		.discard = pgrpl_preview_discard,
-		.finish_prepared = pgrpl_preview_finish_prepared
+		.finish_prepared = pgrpl_preview_finish_prepared,
+		.prepared_known = pgrpl_preview_prepared_known
 	};
 	PgrplPreview p = {0};
 	PgrplCapture cap = {0};

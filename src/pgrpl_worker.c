@@ -190,6 +190,12 @@ pgrpl_sink_finish_prepared(void *arg, const PgrplTxnRow *row)
 	return pgrpl_writer_finish_prepared(row);
 }
 
+static bool
+pgrpl_sink_prepared_known(void *arg, const char *gid, TransactionId xid)
+{
+	return pgrpl_writer_prepared_known(gid, xid);
+}
+
 static const PgrplSink pgrpl_worker_sink = {
 	.open = pgrpl_sink_open,
 	.new_txn_id = pgrpl_sink_new_txn_id,
@@ -199,6 +205,7 @@ static const PgrplSink pgrpl_worker_sink = {
 	.finish_transaction = pgrpl_sink_finish_transaction,
 	.discard = pgrpl_sink_discard,
 	.finish_prepared = pgrpl_sink_finish_prepared,
+	.prepared_known = pgrpl_sink_prepared_known,
 	.arg = NULL
 };
 
@@ -922,12 +929,16 @@ static void
 pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn,
 				bool streamed)
 {
-	W.group_end = end;
+	/*
+	 * Never back: a transaction prepared before the slot decoded at PREPARE
+	 * is sent at its COMMIT PREPARED with its PREPARE's old end.
+	 */
+	W.group_end = Max(W.group_end, end);
 	W.group_commit_time = commit_time;
 	W.group_units += txn ? 1 : 0;
 	W.group_streamed += streamed ? 1 : 0;
 	W.group_changes += changes;
-	W.seen_end = end;
+	W.seen_end = Max(W.seen_end, end);
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
 		W.group_units >= PGRPL_GROUP_MAX_UNITS ||
 		W.group_changes >= PGRPL_GROUP_MAX_CHANGES ||

@@ -734,6 +734,28 @@ pgrpl_writer_finish_prepared(const PgrplTxnRow *row)
 	return found;
 }
 
+/* Whether the log holds the prepared transaction gid, xid (state 'p'). */
+bool
+pgrpl_writer_prepared_known(const char *gid, TransactionId xid)
+{
+	Oid			argtypes[3] = {INT4OID, TEXTOID, INT8OID};
+	Datum		args[3];
+	int64		found = 0;
+
+	Assert(writer.active);
+	for (int i = 0; i < writer.nleaves; i++)
+		pgrpl_target_flush(&writer.leaves[i]->txn);
+	CommandCounterIncrement();
+	args[0] = Int32GetDatum(writer_subid);
+	args[1] = CStringGetTextDatum(gid);
+	args[2] = Int64GetDatum((int64) xid);
+	(void) pgrpl_spi_int8("SELECT 1 FROM pgrpl.transaction t"
+						  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'p'"
+						  "   AND t.gid OPERATOR(pg_catalog.=) $2 AND t.xid OPERATOR(pg_catalog.=) $3",
+						  3, argtypes, args, &found);
+	return found == 1;
+}
+
 /*
  * Remove the changes of txn_id from seq from_seq on: an aborted streamed
  * transaction (from 1) or subtransaction.  Costs as many rows as it removes;

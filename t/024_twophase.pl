@@ -13,6 +13,10 @@
 #  5. Exactly once: the log holds each committed transaction once, in
 #     commit order, and equals the primary's table; a subscription without
 #     two_phase gets the same log, each prepared transaction at its commit.
+#  6. An existing slot whose confirmed position is past a transaction's
+#     PREPARE: at COMMIT PREPARED the walsender sends the whole prepared
+#     transaction (its prepare LSN is before where the subscription
+#     started), then the commit; it is captured once.
 use strict;
 use warnings;
 
@@ -176,5 +180,38 @@ for my $s ('s', 'plain')
 			    FROM pgrpl.table_as_of('$s', 'public.t') r}),
 		$table, "table_as_of of $s equals the primary");
 }
+
+# ------------------------------------- 6. prepared before the start --
+
+$primary->safe_psql('postgres',
+	"SELECT 'init' FROM pg_create_logical_replication_slot('late', 'pgoutput')");
+my $early_xid = $primary->safe_psql('postgres',
+	"BEGIN; INSERT INTO public.t SELECT g, 'early' FROM generate_series(60001, 60005) g;"
+	  . " SELECT txid_current(); PREPARE TRANSACTION 'early';");
+$primary->safe_psql('postgres', "INSERT INTO public.t VALUES (60100, 'after early')");
+# The slot's confirmed position moves past the PREPARE (the transaction is
+# still open, so its changes stay decodable).
+$primary->safe_psql('postgres',
+	"SELECT 'moved' FROM pg_replication_slot_advance('late', pg_current_wal_lsn())");
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.create_subscription('late', '$connstr', ARRAY['pub'], create_slot => false,"
+	  . " two_phase => true)");
+pgrpl_wait_state($sub, 'late', 'streaming');
+# Progress moves on past the PREPARE before its commit.
+my $late_xid = $primary->safe_psql('postgres',
+	"BEGIN; INSERT INTO public.t VALUES (60200, 'late'); SELECT txid_current(); COMMIT;");
+pgrpl_wait_lsn($sub, 'late', pgrpl_primary_lsn($primary));
+$primary->safe_psql('postgres', "COMMIT PREPARED 'early'");
+pgrpl_wait_lsn($sub, 'late', pgrpl_primary_lsn($primary));
+is( $sub->safe_psql(
+		'postgres',
+		q{SELECT xid || ':' || string_agg(new->>'id', ',' ORDER BY seq)
+		    FROM pgrpl.changes('late') GROUP BY commit_lsn, xid ORDER BY commit_lsn}),
+	"$late_xid:60200\n$early_xid:60001,60002,60003,60004,60005",
+	'prepared before the slot decoded at PREPARE: captured once at COMMIT PREPARED');
+is( $sub->safe_psql(
+		'postgres',
+		q{SELECT string_agg(state || ':' || coalesce(gid, ''), ',') FROM pgrpl.transactions('late')}),
+	'committed:,committed:early', 'as a committed prepared transaction');
 
 done_testing();
