@@ -179,6 +179,30 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 				pgrpl_jsonout_time(out, "abort_time", msg->u.stream_abort.abort_time);
 			}
 			break;
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+		case LOGICAL_REP_MSG_PREPARE:
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			pgrpl_jsonout_lsn(out, "prepare_lsn", msg->u.prepare.prepare_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.prepare.end_lsn);
+			pgrpl_jsonout_time(out, "prepare_time", msg->u.prepare.prepare_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.prepare.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.prepare.gid);
+			break;
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			pgrpl_jsonout_lsn(out, "commit_lsn", msg->u.commit_prepared.commit_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.commit_prepared.end_lsn);
+			pgrpl_jsonout_time(out, "commit_time", msg->u.commit_prepared.commit_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.commit_prepared.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.commit_prepared.gid);
+			break;
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			pgrpl_jsonout_lsn(out, "prepare_end_lsn", msg->u.rollback_prepared.prepare_end_lsn);
+			pgrpl_jsonout_lsn(out, "rollback_end_lsn", msg->u.rollback_prepared.rollback_end_lsn);
+			pgrpl_jsonout_time(out, "prepare_time", msg->u.rollback_prepared.prepare_time);
+			pgrpl_jsonout_time(out, "rollback_time", msg->u.rollback_prepared.rollback_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.rollback_prepared.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.rollback_prepared.gid);
+			break;
 		default:
 			elog(ERROR, "unexpected pgoutput message type %d", msg->type);
 	}

@@ -6,6 +6,9 @@
 # pgrpl must not ask for them) and transactions larger than
 # logical_decoding_work_mem (streamed from primaries >= 14), checks the
 # protocol pgrpl negotiated, then drops the subscription with its slot.
+# A second subscription with two_phase asks for it only from primaries >=
+# 15 (protocol 3+), where a prepared transaction is captured at PREPARE;
+# from older ones it arrives at COMMIT PREPARED.
 #
 # The server binaries come from scripts/primaries.sh (run as root; it
 # prints their bin dirs), which scripts/test.sh runs before the TAP tests.
@@ -73,7 +76,8 @@ sub test_primary
 	my $primary = pgrpl_init_primary(
 		"primary$major",
 		install_path => $install,
-		conf => ($major >= 13 ? "logical_decoding_work_mem = '64kB'\n" : ''));
+		conf => "max_prepared_transactions = 5\n"
+		  . ($major >= 13 ? "logical_decoding_work_mem = '64kB'\n" : ''));
 	is( $primary->safe_psql('postgres',
 			"SELECT current_setting('server_version_num')::int / 10000"),
 		$major, "$name: the primary runs PostgreSQL $major");
@@ -229,6 +233,40 @@ sub test_primary
 		$major >= 14 ? 't' : 'f',
 		"$name: big transactions " . ($major >= 14 ? 'were' : 'were not') . ' streamed');
 	is(pgrpl_stat($sub, $name, 'last_error'), '', "$name: no error recorded");
+
+	# ------------------------------------------------------- two-phase --
+	my $tp = "${name}tp";
+	$sub->safe_psql('postgres',
+		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true)");
+	pgrpl_wait_state($sub, $tp, 'streaming', "$tp: a two_phase subscription streams");
+	my @tp_cmds = start_commands($primary, $tp);
+	if ($major >= 15)
+	{
+		like($tp_cmds[-1], qr/\(proto_version '[34]',.*two_phase 'on'/,
+			"$tp: pgrpl asks for protocol 3+ and two_phase");
+	}
+	else
+	{
+		unlike($tp_cmds[-1], qr/two_phase/, "$tp: pgrpl does not ask for two_phase");
+	}
+	$primary->safe_psql('postgres',
+		"BEGIN; INSERT INTO public.t (id, v) VALUES (7, 'prepared'); PREPARE TRANSACTION 'tp7'");
+	pgrpl_wait_lsn($sub, $tp, pgrpl_primary_lsn($primary), "$tp: caught up after PREPARE")
+	  or return;
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM pgrpl.transactions('$tp') WHERE state = 'prepared' AND gid = 'tp7'"),
+		$major >= 15 ? '1' : '0',
+		"$tp: the prepared transaction is " . ($major >= 15 ? '' : 'not ') . 'captured at PREPARE');
+	$primary->safe_psql('postgres', "COMMIT PREPARED 'tp7'");
+	pgrpl_wait_lsn($sub, $tp, pgrpl_primary_lsn($primary), "$tp: caught up after COMMIT PREPARED")
+	  or return;
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM pgrpl.changes('$tp') WHERE new->>'v' = 'prepared'"),
+		'1', "$tp: visible once after COMMIT PREPARED");
+	is(pgrpl_stat($sub, $tp, 'last_error'), '', "$tp: no error recorded");
+	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$tp')");
 
 	# ------------------------------------------------------------- drop --
 	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$name')");
