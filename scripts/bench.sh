@@ -485,7 +485,7 @@ stream_drain() {
 # stream_live CONSUMER: the consumer streams; commit the transaction on the
 # primary and time COMMIT returned -> every row visible on the subscriber.
 stream_live() {
-    local c=$1 name t_commit t_vis i
+    local c=$1 name t_commit t_vis i log_off arrived after
     q_p "TRUNCATE public.bench_s" >/dev/null
     if [[ $c == builtin ]]; then
         name=bs_live
@@ -500,6 +500,11 @@ stream_live() {
         q_s "SELECT pgrpl.wait_for_lsn('$name', '$(q_p "SELECT pg_current_wal_lsn()")', '60s')" >/dev/null
     fi
     checkpoint_both
+    # Both consumers log (DEBUG1) when a streamed transaction's commit
+    # arrives (built-in) or how long after it the rows became visible (pgrpl).
+    q_s "ALTER SYSTEM SET log_min_messages = debug1" >/dev/null
+    q_s "SELECT pg_reload_conf()" >/dev/null
+    log_off=$(stat -c %s "$SUBSCRIBER.log")
     printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_s($B_ROWS);" | psql_p
     t_commit=$(now)
     for ((i = 0; i < DRAIN_TIMEOUT * 100; i++)); do
@@ -513,8 +518,20 @@ stream_live() {
     done
     t_vis=$(now)
     stream_visible "$c" "$name" || pgrpl_die "$c consumer $name does not hold the $B_ROWS rows"
-    LIVE_OUT+=$(printf '%-9s commit -> visible %8.3f s\n' "$([[ $c == builtin ]] && echo built-in || echo pgrpl)" \
-        "$(elapsed "$t_commit" "$t_vis")")$'\n'
+    q_s "ALTER SYSTEM RESET log_min_messages" >/dev/null
+    q_s "SELECT pg_reload_conf()" >/dev/null
+    if [[ $c == builtin ]]; then
+        # the log line's time (ms) to the moment the last row was seen
+        arrived=$(tail -c +$((log_off + 1)) "$SUBSCRIBER.log" |
+            grep 'received commit for streamed transaction' | tail -n 1 | cut -d' ' -f1-3)
+        after=$([[ -n $arrived ]] && elapsed "$(date -d "$arrived" +%s.%N)" "$t_vis" || echo "?")
+    else
+        after=$(tail -c +$((log_off + 1)) "$SUBSCRIBER.log" |
+            sed -n 's/.*streamed transactions visible \([0-9.]*\) ms after.*/\1/p' | tail -n 1)
+        after=$([[ -n $after ]] && awk -v m="$after" 'BEGIN { printf "%.3f", m / 1000 }' || echo "?")
+    fi
+    LIVE_OUT+=$(printf '%-9s commit -> visible %8.3f s; STREAM COMMIT arrived -> visible %s s\n' \
+        "$([[ $c == builtin ]] && echo built-in || echo pgrpl)" "$(elapsed "$t_commit" "$t_vis")" "$after")$'\n'
     if [[ $c == builtin ]]; then q_s_quiet "DROP SUBSCRIPTION $name" >/dev/null
     else q_s "SELECT pgrpl.drop_subscription('$name')" >/dev/null; fi
 }
@@ -1083,7 +1100,9 @@ if want streaming; then
     echo "Streaming: one transaction of $B_ROWS inserts, streamed by the walsender (logical_decoding_work_mem"
     echo "= $STREAM_LDWM), median of $REPS backlog drains; built-in WITH (streaming = on), pgrpl by default."
     echo "spill bytes: the slot's pg_stat_replication_slots.spill_bytes (0: nothing spilled to disk)."
-    echo "Then live, each consumer alone: COMMIT returned on the primary -> all rows visible on the subscriber."
+    echo "Then live, each consumer alone: COMMIT returned on the primary -> all rows visible on the subscriber,"
+    echo "and from the STREAM COMMIT's arrival (built-in: its DEBUG1 'received commit for streamed transaction'"
+    echo "line, ms precision, to the last row seen; pgrpl: its own DEBUG1 measure up to its local commit)."
     echo
     print_streaming
 fi

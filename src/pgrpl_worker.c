@@ -108,6 +108,7 @@ static struct
 	TimestampTz group_commit_time;	/* its remote commit time */
 	int			group_units;
 	int			group_streamed; /* of those, streamed transactions */
+	TimestampTz group_stream_commit;	/* first of their STREAM COMMITs arrived */
 	int64		group_changes;
 	TimestampTz group_started;
 	XLogRecPtr	seen_end;		/* end of the last remote unit processed */
@@ -136,6 +137,7 @@ static void pgrpl_group_reset(void);
 static void pgrpl_commit_local(void);
 static void pgrpl_begin_local(void);
 static void pgrpl_discard_open_streams(void);
+static void pgrpl_log_stream_visible(void);
 
 /* ---------------------------------------------------------------------
  * The sink: what the capture module writes goes to the change log, in the
@@ -845,9 +847,27 @@ pgrpl_begin_local(void)
 	W.group_end = InvalidXLogRecPtr;
 	W.group_units = 0;
 	W.group_streamed = 0;
+	W.group_stream_commit = 0;
 	W.group_changes = 0;
 	W.group_started = GetCurrentTimestamp();
 	MemoryContextSwitchTo(W.msgcxt);
+}
+
+/*
+ * How long streamed transactions took to become visible once their commit
+ * arrived (their rows were written before): for the benchmark, and for
+ * anyone who wonders whether large transactions wait here.
+ */
+static void
+pgrpl_log_stream_visible(void)
+{
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(W.group_stream_commit, GetCurrentTimestamp(), &secs, &usecs);
+	ereport(DEBUG1,
+			(errmsg_internal("pgrpl made %d streamed transactions visible %.3f ms after the first of their STREAM COMMITs arrived",
+							 W.group_streamed, secs * 1000.0 + usecs / 1000.0)));
 }
 
 static void
@@ -857,6 +877,7 @@ pgrpl_group_reset(void)
 	W.group_end = InvalidXLogRecPtr;
 	W.group_units = 0;
 	W.group_streamed = 0;
+	W.group_stream_commit = 0;
 	W.group_changes = 0;
 }
 
@@ -910,6 +931,8 @@ pgrpl_commit_local(void)
 
 		pgrpl_worker_note_commit(W.group_end, W.group_units, W.group_streamed,
 								 W.group_changes);
+		if (W.group_stream_commit != 0)
+			pgrpl_log_stream_visible();
 		pgrpl_group_reset();
 		MemoryContextSwitchTo(W.msgcxt);
 	}
@@ -1031,11 +1054,13 @@ pgrpl_apply_message(StringInfo payload)
 	PgrplMessage msg;
 	PgrplCaptureResult result;
 	bool		catalog_xact = false;
+	TimestampTz arrived;
 
 	W.cur_type = payload->len > 0 ? (LogicalRepMsgType) payload->data[0] : 0;
 	pgrpl_decode_message(payload, &msg, W.cap.in_stream);
 	if (pgrpl_session_ends_at(&msg))
 		return true;
+	arrived = (msg.type == LOGICAL_REP_MSG_STREAM_COMMIT) ? GetCurrentTimestamp() : 0;
 
 	/* Resolving a RELATION's types needs the catalogs. */
 	if (msg.type == LOGICAL_REP_MSG_RELATION && !IsTransactionState())
@@ -1051,6 +1076,8 @@ pgrpl_apply_message(StringInfo payload)
 		MemoryContextSwitchTo(W.msgcxt);
 	}
 
+	if (result == PGRPL_CAPTURE_UNIT && W.cap.unit_streamed && W.group_stream_commit == 0)
+		W.group_stream_commit = arrived;
 	if (result == PGRPL_CAPTURE_UNIT)
 		pgrpl_unit_done(W.cap.unit_end, W.cap.unit_commit_time,
 						W.cap.unit_changes, W.cap.unit_is_txn,
