@@ -65,6 +65,9 @@
 #                        samples/s, default 499) every consumer
 #                        and its walsender during each drain into it
 #   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
+#   PGRPL_BENCH_STREAM_WORK_MEM  the walsender's logical_decoding_work_mem in
+#                        the streaming part (64MB; --quick: 64kB), set through
+#                        both consumers' conninfo
 #
 # The subscriber runs with pgrpl.partition_size = 1000000 * scale (the
 # default at full scale), so a --quick log has as many partitions as a full
@@ -121,6 +124,7 @@ C_ROWS=$(scaled 10000 50)             # (c): C_ROWS inserts + C_ROUNDS updates o
 C_ROUNDS=20 C_BATCH=10
 STREAM_LDWM=64MB
 ((QUICK)) && STREAM_LDWM=64kB
+STREAM_LDWM=${PGRPL_BENCH_STREAM_WORK_MEM:-$STREAM_LDWM}
 Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic changes of public.t (log qbench)
 Q_KEYS=$((Q_ROWS / 10))               # ... over this many row keys, 10 changes each
 Q_SMALL_CHANGES=300                   # ... and of public.small: 100 rows x 3, in each log
