@@ -17,6 +17,11 @@
 #error "pgrpl requires PostgreSQL 15 or later"
 #endif
 
+/* PG16 moved the varlena macros (VARDATA, SET_VARSIZE, ...) to varatt.h. */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
 /*
  * PG16 added must_use_password to both calls; PG17 added replication
  * (false: a plain connection to a database; pgrpl wants replication).
