@@ -110,7 +110,10 @@ ensure_chroot() {
         pgrpl_banner "building the $suite chroot for PostgreSQL $MAJOR in $ROOT"
         rm -rf "$ROOT.new" "$ROOT"
         mkdir -p "$(dirname "$ROOT")"
+        # Check-Valid-Until off: a mirror that is a frozen copy serves sid's
+        # Release file past its Valid-Until date (signatures are checked)
         mmdebstrap --variant=apt --components=main \
+            --aptopt='Acquire::Check-Valid-Until "false"' \
             --include="$(IFS=,; echo "${PGRPL_PACKAGES[*]}")" \
             "$suite" "$ROOT.new" "deb $mirror $suite main" </dev/null
         echo "$suite $mirror" >"$ROOT.new/.pgrpl-chroot"
