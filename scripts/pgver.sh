@@ -153,6 +153,7 @@ main() {
     done < <(compgen -e | grep -E '^(PGRPL_|PROVE_)' || true)
 
     pgrpl_banner "PostgreSQL $MAJOR: scripts/test.sh in $ROOT"
+    echo "(paths below are inside the chroot: /tmp/... is $ROOT/tmp/...)"
     DONE=1
     local rc=0
     # private mounts (undone when the namespace ends) and a PID namespace
