@@ -64,11 +64,7 @@ SELECT row->>'txn_id' AS txn, row->>'seq' AS seq, row->>'op' AS op,
 SELECT row->>'txn_id' AS txn, row->>'state' AS state, row->>'changes' AS changes,
        row ? 'xid' AS has_xid,
        CASE WHEN row->>'state' = 'm'
-            THEN ((row->>'end_lsn')::pg_lsn - (row->>'commit_lsn')::pg_lsn)::text
-            -- a commit: end_lsn is past it (by the commit record's size,
-            -- which varies with the major, e.g. a TRUNCATE's invalidations)
-            ELSE ((row->>'end_lsn')::pg_lsn > (row->>'commit_lsn')::pg_lsn)::text
-       END AS end_minus_commit_if_message
+            THEN (row->>'end_lsn')::pg_lsn - (row->>'commit_lsn')::pg_lsn END AS end_minus_commit_if_message
   FROM cap_rows WHERE row->>'kind' = 'transaction' ORDER BY ord;
 SELECT (c.row->>'lsn')::pg_lsn = (t.row->>'commit_lsn')::pg_lsn AS message_row_at_commit_lsn
   FROM cap_rows c JOIN cap_rows t ON t.row->>'txn_id' = c.row->>'txn_id'

@@ -239,6 +239,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	sub.enabled = PG_ARGISNULL(5) ? true : PG_GETARG_BOOL(5);
 	sub.stop_lsn = PG_ARGISNULL(6) ? InvalidXLogRecPtr : PG_GETARG_LSN(6);
 	retention = PG_NARGS() > 7 ? pgrpl_retention_arg(fcinfo, 7) : NULL;
+	sub.streaming = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ? PG_GETARG_BOOL(8) : true;
 
 	/* Everything that can fail locally is checked before the slot exists. */
 	pgrpl_check_name("subscription", sub.name);
@@ -283,6 +284,8 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 
 	if (retention != NULL)
 		pgrpl_subscription_set_retention(sub.id, retention);
+	if (PG_NARGS() > 8)
+		pgrpl_subscription_set_streaming(sub.id, sub.streaming);
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
@@ -407,6 +410,8 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 	pgrpl_subscription_update(sub);
 	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
 		pgrpl_subscription_set_retention(sub->id, pgrpl_retention_arg(fcinfo, 3));
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+		pgrpl_subscription_set_streaming(sub->id, PG_GETARG_BOOL(4));
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
@@ -516,8 +521,8 @@ pgrpl_worker_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < count; i++)
 	{
 		PgrplWorkerStatus *st = &statuses[i];
-		Datum		values[14];
-		bool		nulls[14];
+		Datum		values[18];
+		bool		nulls[18];
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int32GetDatum(st->subid);
@@ -536,6 +541,16 @@ pgrpl_worker_status(PG_FUNCTION_ARGS)
 		values[12] = CStringGetTextDatum(st->last_error);
 		nulls[12] = (st->last_error[0] == '\0');
 		values[13] = pgrpl_time_or_null(st->last_error_time, &nulls[13]);
+		/*
+		 * Added in 2.1.  A 2.0 schema's function declares the first 14
+		 * only; the tuplestore takes as many as the result type has.
+		 */
+		values[14] = Int32GetDatum(st->proto_version);
+		nulls[14] = (st->proto_version == 0);
+		values[15] = Int64GetDatum((int64) st->streamed_transactions);
+		values[16] = Int64GetDatum((int64) st->streamed_bytes);
+		values[17] = Int32GetDatum(st->streams_in_progress);
+		Assert(rsinfo->setDesc->natts <= lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	pfree(statuses);

@@ -26,16 +26,44 @@ typedef struct PgrplRelIdEntry
 	int32		rel_id;
 } PgrplRelIdEntry;
 
+/* Free what the streamed transactions hold, and the tables. */
+void
+pgrpl_capture_destroy(PgrplCapture *cap)
+{
+	if (cap->streams != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		PgrplRemoteTxn *t;
+
+		hash_seq_init(&status, cap->streams);
+		while ((t = hash_seq_search(&status)) != NULL)
+			if (t->subxacts != NULL)
+				pfree(t->subxacts);
+		hash_destroy(cap->streams);
+	}
+	if (cap->rel_ids != NULL)
+		hash_destroy(cap->rel_ids);
+	cap->streams = NULL;
+	cap->rel_ids = NULL;
+	cap->nstreams = 0;
+	cap->in_stream = false;
+	cap->stream = NULL;
+	cap->active = false;
+}
+
+/*
+ * Start capturing a session.  Streamed transactions of an earlier session
+ * are forgotten: the primary sends them again from their start.
+ */
 void
 pgrpl_capture_init(PgrplCapture *cap, const PgrplSink *sink, bool loopback,
 				   XLogRecPtr progress)
 {
 	HASHCTL		ctl;
 
-	if (cap->rel_ids != NULL)
-		hash_destroy(cap->rel_ids);
+	pgrpl_capture_destroy(cap);
 	memset(cap, 0, sizeof(*cap));
-	cap->txn_id = -1;
+	cap->txn.txn_id = -1;
 	cap->sink = sink;
 	cap->loopback = loopback;
 	cap->progress = progress;
@@ -44,6 +72,23 @@ pgrpl_capture_init(PgrplCapture *cap, const PgrplSink *sink, bool loopback,
 	ctl.hcxt = TopMemoryContext;
 	cap->rel_ids = hash_create("pgrpl relation versions", 64, &ctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(TransactionId);
+	ctl.entrysize = sizeof(PgrplRemoteTxn);
+	cap->streams = hash_create("pgrpl streamed transactions", 16, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* The remote transaction rows go to now, if any (for error context). */
+bool
+pgrpl_capture_current_xid(PgrplCapture *cap, TransactionId *xid)
+{
+	if (cap->active)
+		*xid = cap->txn.xid;
+	else if (cap->in_stream)
+		*xid = cap->stream->xid;
+	else
+		return false;
+	return true;
 }
 
 /*
@@ -119,26 +164,77 @@ pgrpl_capture_rel_id(PgrplCapture *cap, PgrplRelation *rel, XLogRecPtr lsn)
 	return rel_id;
 }
 
+/* The remote transaction the current message belongs to. */
+static PgrplRemoteTxn *
+pgrpl_current(PgrplCapture *cap)
+{
+	return cap->active ? &cap->txn : cap->stream;
+}
+
 /*
  * Before the first row of the current remote transaction: the sink opens
- * what it writes into, and the transaction gets its id.
+ * what it writes into, and the transaction gets its id.  A streamed one
+ * gets its transaction row now, in state 'i': invisible until its commit,
+ * and it tells purge that the partition is still being written.
  */
 static void
 pgrpl_capture_open(PgrplCapture *cap)
 {
-	if (cap->txn_id >= 0)
-		return;
+	PgrplRemoteTxn *t = pgrpl_current(cap);
+
 	cap->sink->open(cap->sink->arg);
-	cap->txn_id = cap->sink->new_txn_id(cap->sink->arg);
+	if (t->txn_id >= 0)
+		return;
+	t->txn_id = cap->sink->new_txn_id(cap->sink->arg);
+	if (t->streamed)
+	{
+		PgrplTxnRow row = {0};
+
+		row.txn_id = t->txn_id;
+		row.state = PGRPL_TXN_IN_PROGRESS;
+		row.has_xid = true;
+		row.xid = t->xid;
+		cap->sink->transaction(cap->sink->arg, &row);
+	}
+}
+
+/*
+ * Remember where a subtransaction's rows start, at its first row: its abort
+ * removes the rows from there on.
+ */
+static void
+pgrpl_capture_note_subxact(PgrplRemoteTxn *t, TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid) || xid == t->xid)
+		return;
+	/* Usually the same as the last one. */
+	for (int i = t->nsubxacts - 1; i >= 0; i--)
+		if (t->subxacts[i].xid == xid)
+			return;
+	if (t->nsubxacts == t->maxsubxacts)
+	{
+		t->maxsubxacts = Max(16, t->maxsubxacts * 2);
+		t->subxacts = t->subxacts == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(PgrplSubxact) * t->maxsubxacts) :
+			repalloc(t->subxacts, sizeof(PgrplSubxact) * t->maxsubxacts);
+	}
+	t->subxacts[t->nsubxacts].xid = xid;
+	t->subxacts[t->nsubxacts].first_seq = t->seq + 1;
+	t->nsubxacts++;
 }
 
 /* Write one row of the current remote transaction. */
 static void
-pgrpl_capture_row(PgrplCapture *cap, PgrplChangeRow *row, XLogRecPtr lsn)
+pgrpl_capture_row(PgrplCapture *cap, PgrplChangeRow *row, TransactionId xid,
+				  XLogRecPtr lsn)
 {
+	PgrplRemoteTxn *t = pgrpl_current(cap);
+
 	pgrpl_capture_open(cap);
-	row->txn_id = cap->txn_id;
-	row->seq = ++cap->seq;
+	if (t->streamed)
+		pgrpl_capture_note_subxact(t, xid);
+	row->txn_id = t->txn_id;
+	row->seq = ++t->seq;
 	row->lsn = lsn;
 	cap->sink->change(cap->sink->arg, row);
 }
@@ -147,40 +243,50 @@ pgrpl_capture_row(PgrplCapture *cap, PgrplChangeRow *row, XLogRecPtr lsn)
 static bool
 pgrpl_capturing(PgrplCapture *cap, const char *type)
 {
-	if (!cap->active)
+	if (!cap->active && !cap->in_stream)
 		pgrpl_error_outside(type);
-	return !cap->skip;
+	return !pgrpl_current(cap)->skip;
+}
+
+/* Forget a remote transaction's state (not the struct itself). */
+static void
+pgrpl_remote_txn_reset(PgrplRemoteTxn *t, TransactionId xid, bool streamed)
+{
+	if (t->subxacts != NULL)
+		pfree(t->subxacts);
+	memset(t, 0, sizeof(*t));
+	t->xid = xid;
+	t->streamed = streamed;
+	t->txn_id = -1;
 }
 
 static void
 pgrpl_capture_begin(PgrplCapture *cap, LogicalRepBeginData *b)
 {
-	if (cap->active)
+	if (cap->active || cap->in_stream)
 		pgrpl_error_inside("BEGIN");
 	cap->active = true;
 	cap->final_lsn = b->final_lsn;
-	cap->xid = b->xid;
-	cap->has_origin = false;
-	cap->origin[0] = '\0';
-	cap->origin_lsn = InvalidXLogRecPtr;
-	cap->seq = 0;
-	cap->txn_id = -1;
+	pgrpl_remote_txn_reset(&cap->txn, b->xid, false);
 	/* Sent again after a reconnect although we have it: skip it. */
-	cap->skip = (b->final_lsn < cap->progress);
+	cap->txn.skip = (b->final_lsn < cap->progress);
 }
 
 static void
 pgrpl_capture_origin(PgrplCapture *cap, PgrplOriginMsg *o)
 {
-	if (!cap->active)
+	PgrplRemoteTxn *t;
+
+	if (!cap->active && !cap->in_stream)
 		pgrpl_error_outside("ORIGIN");
-	strlcpy(cap->origin, o->name, NAMEDATALEN);
-	cap->has_origin = true;
-	cap->origin_lsn = o->lsn;
+	t = pgrpl_current(cap);
+	strlcpy(t->origin, o->name, NAMEDATALEN);
+	t->has_origin = true;
+	t->origin_lsn = o->lsn;
 	/* Our own writes, decoded from this very cluster: never capture them. */
-	if (cap->loopback && strncmp(cap->origin, PGRPL_ORIGIN_PREFIX,
+	if (cap->loopback && strncmp(t->origin, PGRPL_ORIGIN_PREFIX,
 								 strlen(PGRPL_ORIGIN_PREFIX)) == 0)
-		cap->skip = true;
+		t->skip = true;
 }
 
 /*
@@ -234,12 +340,13 @@ pgrpl_capture_change(PgrplCapture *cap, PgrplMessage *msg, XLogRecPtr lsn)
 			Assert(false);
 	}
 	row.rel_id = pgrpl_capture_rel_id(cap, rel, lsn);
-	pgrpl_capture_row(cap, &row, lsn);
+	pgrpl_capture_row(cap, &row, msg->xid, lsn);
 }
 
 /* One row per truncated relation that is captured. */
 static void
-pgrpl_capture_truncate(PgrplCapture *cap, PgrplTruncateMsg *t, XLogRecPtr lsn)
+pgrpl_capture_truncate(PgrplCapture *cap, PgrplTruncateMsg *t,
+					   TransactionId xid, XLogRecPtr lsn)
 {
 	ListCell   *lc;
 
@@ -256,7 +363,7 @@ pgrpl_capture_truncate(PgrplCapture *cap, PgrplTruncateMsg *t, XLogRecPtr lsn)
 		pgrpl_capture_open(cap);
 		row.op = PGRPL_OP_TRUNCATE;
 		row.rel_id = pgrpl_capture_rel_id(cap, rel, lsn);
-		pgrpl_capture_row(cap, &row, lsn);
+		pgrpl_capture_row(cap, &row, xid, lsn);
 	}
 }
 
@@ -270,7 +377,8 @@ pgrpl_capture_truncate(PgrplCapture *cap, PgrplTruncateMsg *t, XLogRecPtr lsn)
  * that transaction; its unit ends at lsn.
  */
 static PgrplCaptureResult
-pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m, XLogRecPtr lsn)
+pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m,
+							  TransactionId xid, XLogRecPtr lsn)
 {
 	PgrplChangeRow row = {0};
 	PgrplTxnRow txn = {0};
@@ -283,10 +391,10 @@ pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m, XLogRecPtr 
 	if (m->transactional)
 	{
 		if (pgrpl_capturing(cap, "transactional MESSAGE"))
-			pgrpl_capture_row(cap, &row, lsn);
+			pgrpl_capture_row(cap, &row, xid, lsn);
 		return PGRPL_CAPTURE_NONE;
 	}
-	if (cap->active)
+	if (cap->active || cap->in_stream)
 		pgrpl_error_inside("non-transactional MESSAGE");
 	if (m->lsn <= cap->progress)
 		return PGRPL_CAPTURE_NONE;
@@ -306,7 +414,24 @@ pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m, XLogRecPtr 
 	cap->unit_commit_time = GetCurrentTimestamp();
 	cap->unit_changes = 1;
 	cap->unit_is_txn = false;
+	cap->unit_streamed = false;
 	return PGRPL_CAPTURE_UNIT;
+}
+
+/* The transaction row of a committed remote transaction. */
+static void
+pgrpl_committed_row(PgrplRemoteTxn *t, LogicalRepCommitData *c, PgrplTxnRow *row)
+{
+	row->txn_id = t->txn_id;
+	row->state = PGRPL_TXN_COMMITTED;
+	row->commit_lsn = c->commit_lsn;
+	row->end_lsn = c->end_lsn;
+	row->has_xid = true;
+	row->xid = t->xid;
+	row->commit_time = c->committime;
+	row->origin = t->has_origin ? t->origin : NULL;
+	row->origin_lsn = t->origin_lsn;
+	row->changes = t->seq;
 }
 
 static PgrplCaptureResult
@@ -325,23 +450,169 @@ pgrpl_capture_commit(PgrplCapture *cap, LogicalRepCommitData *c)
 	cap->active = false;
 	cap->unit_end = c->end_lsn;
 	cap->unit_commit_time = c->committime;
-	cap->unit_changes = cap->seq;
+	cap->unit_changes = cap->txn.seq;
 	cap->unit_is_txn = true;
-	if (cap->seq == 0)
+	cap->unit_streamed = false;
+	if (cap->txn.seq == 0)
 		return PGRPL_CAPTURE_EMPTY_UNIT;	/* skipped or nothing captured */
 
-	txn.txn_id = cap->txn_id;
-	txn.state = PGRPL_TXN_COMMITTED;
-	txn.commit_lsn = c->commit_lsn;
-	txn.end_lsn = c->end_lsn;
-	txn.has_xid = true;
-	txn.xid = cap->xid;
-	txn.commit_time = c->committime;
-	txn.origin = cap->has_origin ? cap->origin : NULL;
-	txn.origin_lsn = cap->origin_lsn;
-	txn.changes = cap->seq;
+	pgrpl_committed_row(&cap->txn, c, &txn);
 	cap->sink->transaction(cap->sink->arg, &txn);
 	return PGRPL_CAPTURE_UNIT;
+}
+
+/* ---- streamed transactions (protocol 2) ---- */
+
+static PgrplRemoteTxn *
+pgrpl_stream_find(PgrplCapture *cap, TransactionId xid, const char *type)
+{
+	PgrplRemoteTxn *t = hash_search(cap->streams, &xid, HASH_FIND, NULL);
+
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("unexpected %s for transaction %u, which is not being streamed",
+						type, xid)));
+	return t;
+}
+
+static void
+pgrpl_stream_forget(PgrplCapture *cap, PgrplRemoteTxn *t)
+{
+	TransactionId xid = t->xid;
+
+	pgrpl_remote_txn_reset(t, xid, true);
+	(void) hash_search(cap->streams, &xid, HASH_REMOVE, NULL);
+	cap->nstreams--;
+}
+
+/*
+ * STREAM START: a chunk of transaction xid follows.  Its first chunk starts
+ * it; every later one continues it (after a reconnect the primary streams a
+ * transaction again from its first chunk).
+ */
+static void
+pgrpl_capture_stream_start(PgrplCapture *cap, PgrplStreamStartMsg *m)
+{
+	PgrplRemoteTxn *t;
+	bool		found;
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("STREAM START");
+	if (!m->first_segment)
+		t = pgrpl_stream_find(cap, m->xid, "STREAM START");
+	else
+	{
+		t = hash_search(cap->streams, &m->xid, HASH_ENTER, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("transaction %u is streamed a second time", m->xid)));
+		memset(t, 0, sizeof(*t));
+		pgrpl_remote_txn_reset(t, m->xid, true);
+		cap->nstreams++;
+	}
+	cap->in_stream = true;
+	cap->stream = t;
+}
+
+static void
+pgrpl_capture_stream_stop(PgrplCapture *cap)
+{
+	if (!cap->in_stream)
+		pgrpl_error_outside("STREAM STOP");
+	cap->in_stream = false;
+	cap->stream = NULL;
+}
+
+/* Make a streamed transaction's rows invisible and remove them. */
+static void
+pgrpl_stream_discard(PgrplCapture *cap, PgrplRemoteTxn *t)
+{
+	PgrplTxnRow row = {0};
+
+	if (t->txn_id < 0)
+		return;					/* nothing was written */
+	cap->sink->open(cap->sink->arg);
+	cap->sink->discard(cap->sink->arg, t->txn_id, 1);
+	row.txn_id = t->txn_id;
+	row.state = PGRPL_TXN_ABORTED;
+	row.has_xid = true;
+	row.xid = t->xid;
+	cap->sink->finish_transaction(cap->sink->arg, &row);
+}
+
+/*
+ * STREAM COMMIT: the transaction's row gets its commit, which makes all its
+ * rows visible at once -- the cost does not depend on how many there are.
+ */
+static PgrplCaptureResult
+pgrpl_capture_stream_commit(PgrplCapture *cap, PgrplStreamCommitMsg *m)
+{
+	PgrplRemoteTxn *t;
+	PgrplTxnRow txn = {0};
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("STREAM COMMIT");
+	t = pgrpl_stream_find(cap, m->xid, "STREAM COMMIT");
+	cap->unit_end = m->commit.end_lsn;
+	cap->unit_commit_time = m->commit.committime;
+	cap->unit_changes = t->seq;
+	cap->unit_is_txn = true;
+	cap->unit_streamed = true;
+
+	/*
+	 * The walsender streams only transactions that commit after where it
+	 * started, so this is not expected; if it happens, do not keep them
+	 * twice.
+	 */
+	if (m->commit.commit_lsn < cap->progress)
+		t->skip = true;
+	if (t->skip || t->seq == 0)
+	{
+		pgrpl_stream_discard(cap, t);
+		pgrpl_stream_forget(cap, t);
+		cap->unit_changes = 0;
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+	}
+	cap->sink->open(cap->sink->arg);
+	pgrpl_committed_row(t, &m->commit, &txn);
+	cap->sink->finish_transaction(cap->sink->arg, &txn);
+	pgrpl_stream_forget(cap, t);
+	return PGRPL_CAPTURE_UNIT;
+}
+
+/*
+ * STREAM ABORT of the transaction (xid == subxid): nothing of it stays.  Of
+ * a subtransaction: its rows and those of its own subtransactions go, which
+ * are all the rows from its first one on (a subtransaction's rows end
+ * before its parent's next row, and its abort is sent before that row).
+ */
+static void
+pgrpl_capture_stream_abort(PgrplCapture *cap, PgrplStreamAbortMsg *m)
+{
+	PgrplRemoteTxn *t;
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("STREAM ABORT");
+	t = pgrpl_stream_find(cap, m->xid, "STREAM ABORT");
+	if (m->subxid == m->xid)
+	{
+		pgrpl_stream_discard(cap, t);
+		pgrpl_stream_forget(cap, t);
+		return;
+	}
+	for (int i = 0; i < t->nsubxacts; i++)
+	{
+		if (t->subxacts[i].xid != m->subxid)
+			continue;
+		cap->sink->open(cap->sink->arg);
+		cap->sink->discard(cap->sink->arg, t->txn_id, t->subxacts[i].first_seq);
+		t->seq = t->subxacts[i].first_seq - 1;
+		t->nsubxacts = i;
+		return;
+	}
+	/* A subtransaction none of whose rows were captured. */
 }
 
 /*
@@ -377,10 +648,22 @@ pgrpl_capture_message(PgrplCapture *cap, PgrplMessage *msg, XLogRecPtr lsn)
 			pgrpl_capture_change(cap, msg, lsn);
 			break;
 		case LOGICAL_REP_MSG_TRUNCATE:
-			pgrpl_capture_truncate(cap, &msg->u.truncate, lsn);
+			pgrpl_capture_truncate(cap, &msg->u.truncate, msg->xid, lsn);
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
-			return pgrpl_capture_logical_message(cap, &msg->u.message, lsn);
+			return pgrpl_capture_logical_message(cap, &msg->u.message,
+												 msg->xid, lsn);
+		case LOGICAL_REP_MSG_STREAM_START:
+			pgrpl_capture_stream_start(cap, &msg->u.stream_start);
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			pgrpl_capture_stream_stop(cap);
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			return pgrpl_capture_stream_commit(cap, &msg->u.stream_commit);
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			pgrpl_capture_stream_abort(cap, &msg->u.stream_abort);
+			break;
 		default:
 			/* The decoder only returns the types above. */
 			elog(ERROR, "unexpected pgoutput message type %d", msg->type);

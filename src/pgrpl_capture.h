@@ -10,6 +10,12 @@
  * small function table (a "sink"), so it knows neither sockets nor local
  * transactions: the worker's sink opens the local transaction and calls the
  * writer; pgrpl.capture_preview()'s sink collects the rows for inspection.
+ *
+ * A streamed transaction (protocol 2) is written while its chunks arrive,
+ * under a transaction row in state 'i' that STREAM COMMIT completes in one
+ * step; an abort removes its rows, a subtransaction's abort the rows from
+ * that subtransaction's first one on (its later siblings and the parent's
+ * later rows come after the abort in the stream).
  *-------------------------------------------------------------------------
  */
 #ifndef PGRPL_CAPTURE_H
@@ -26,6 +32,10 @@ typedef struct PgrplSink
 	int32		(*relation_id) (void *arg, const PgrplRelationDesc *desc);
 	void		(*change) (void *arg, const PgrplChangeRow *row);
 	void		(*transaction) (void *arg, const PgrplTxnRow *row);
+	/* A streamed transaction's row, written earlier, gets its final state. */
+	void		(*finish_transaction) (void *arg, const PgrplTxnRow *row);
+	/* Remove the changes of txn_id from seq from_seq on (an abort). */
+	void		(*discard) (void *arg, int64 txn_id, int32 from_seq);
 	void	   *arg;
 } PgrplSink;
 
@@ -36,28 +46,58 @@ typedef enum PgrplCaptureResult
 	PGRPL_CAPTURE_EMPTY_UNIT	/* a transaction ended with nothing captured */
 } PgrplCaptureResult;
 
-typedef struct PgrplCapture
+/* A subtransaction of a streamed transaction, and where its rows start. */
+typedef struct PgrplSubxact
 {
-	const PgrplSink *sink;
-	bool		loopback;		/* the primary is this cluster */
-	XLogRecPtr	progress;		/* units ending before this are here already */
-
-	/* The remote transaction being received (between BEGIN and COMMIT). */
-	bool		active;
-	bool		skip;			/* already captured, or our own writes */
-	XLogRecPtr	final_lsn;
 	TransactionId xid;
+	int32		first_seq;
+} PgrplSubxact;
+
+/*
+ * One remote transaction whose changes are being received: the one between
+ * BEGIN and COMMIT, or a streamed one (protocol 2) between its first STREAM
+ * START and its STREAM COMMIT or ABORT.
+ */
+typedef struct PgrplRemoteTxn
+{
+	TransactionId xid;			/* hash key of the streamed ones */
+	bool		streamed;
+	bool		skip;			/* already captured, or our own writes */
 	char		origin[NAMEDATALEN];
 	bool		has_origin;
 	XLogRecPtr	origin_lsn;
 	int32		seq;			/* rows written so far */
 	int64		txn_id;			/* valid once seq > 0 */
 
+	/* Streamed: subtransactions in the order their first row came. */
+	int			nsubxacts;
+	int			maxsubxacts;
+	PgrplSubxact *subxacts;
+} PgrplRemoteTxn;
+
+typedef struct PgrplCapture
+{
+	const PgrplSink *sink;
+	bool		loopback;		/* the primary is this cluster */
+	XLogRecPtr	progress;		/* units ending before this are here already */
+
+	/* The remote transaction between BEGIN and COMMIT. */
+	bool		active;
+	XLogRecPtr	final_lsn;
+	PgrplRemoteTxn txn;
+
+	/* Streamed transactions not yet committed or aborted, by xid. */
+	HTAB	   *streams;
+	int			nstreams;
+	bool		in_stream;		/* between STREAM START and STREAM STOP */
+	PgrplRemoteTxn *stream;		/* the one of that block */
+
 	/* What the last pgrpl_capture_message call ended. */
 	XLogRecPtr	unit_end;
 	TimestampTz unit_commit_time;
 	int64		unit_changes;
 	bool		unit_is_txn;	/* false: a non-transactional message */
+	bool		unit_streamed;
 
 	/* For error context: the relation being captured, or NULL. */
 	PgrplRelation *cur_rel;
@@ -68,8 +108,10 @@ typedef struct PgrplCapture
 extern void pgrpl_capture_init(PgrplCapture *cap, const PgrplSink *sink,
 							   bool loopback, XLogRecPtr progress);
 extern void pgrpl_capture_forget_relation_ids(PgrplCapture *cap);
+extern void pgrpl_capture_destroy(PgrplCapture *cap);
 extern PgrplCaptureResult pgrpl_capture_message(PgrplCapture *cap,
 												PgrplMessage *msg,
 												XLogRecPtr lsn);
+extern bool pgrpl_capture_current_xid(PgrplCapture *cap, TransactionId *xid);
 
 #endif							/* PGRPL_CAPTURE_H */

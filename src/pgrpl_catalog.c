@@ -24,8 +24,14 @@
 #include "pgrpl_catalog.h"
 #include "pgrpl_shmem.h"
 
-#define SUB_COLUMNS "sub_id, sub_name, enabled, conninfo, publications, slot_name, " \
-	"stop_lsn, system_identifier, start_lsn"
+/*
+ * Columns added after 1.0 are read through to_jsonb(), so that a library
+ * newer than the installed schema still reads the subscription (and then
+ * reports the version mismatch itself) instead of failing on a column.
+ */
+#define SUB_COLUMNS "s.sub_id, s.sub_name, s.enabled, s.conninfo, s.publications, s.slot_name, " \
+	"s.stop_lsn, s.system_identifier, s.start_lsn, " \
+	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'streaming')::pg_catalog.bool, true)"
 
 static char *
 pgrpl_spi_text(HeapTuple tup, TupleDesc desc, int col)
@@ -60,6 +66,7 @@ pgrpl_subscription_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext cxt)
 	sub->stop_lsn = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
 	sub->system_identifier = pgrpl_spi_text(tup, desc, 8);
 	sub->start_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 9, &isnull));
+	sub->streaming = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 	return sub;
 }
@@ -71,7 +78,7 @@ pgrpl_subscription_fetch(const char *where, Oid argtype, Datum arg)
 	PgrplSubscription *sub = NULL;
 	char	   *sql;
 
-	sql = psprintf("SELECT " SUB_COLUMNS " FROM pgrpl.subscription WHERE %s", where);
+	sql = psprintf("SELECT " SUB_COLUMNS " FROM pgrpl.subscription s WHERE %s", where);
 	SPI_connect();
 	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read pgrpl.subscription");
@@ -189,6 +196,20 @@ pgrpl_subscription_update(PgrplSubscription *sub)
 							  " conninfo = $3, publications = $4, slot_name = $5, stop_lsn = $6,"
 							  " system_identifier = $7, start_lsn = $8 WHERE sub_id = $9",
 							  9, (Oid *) sub_argtypes, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update pgrpl.subscription");
+	SPI_finish();
+}
+
+/* Whether the worker asks the primary to stream in-progress transactions. */
+void
+pgrpl_subscription_set_streaming(int32 id, bool streaming)
+{
+	Oid			argtypes[2] = {INT4OID, BOOLOID};
+	Datum		args[2] = {Int32GetDatum(id), BoolGetDatum(streaming)};
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET streaming = $2 WHERE sub_id = $1",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update pgrpl.subscription");
 	SPI_finish();
 }

@@ -21,6 +21,7 @@ typedef struct PgrplSubscription
 	XLogRecPtr	stop_lsn;		/* InvalidXLogRecPtr: none */
 	char	   *system_identifier;
 	XLogRecPtr	start_lsn;
+	bool		streaming;		/* ask for in-progress transactions (14+) */
 } PgrplSubscription;
 
 extern PgrplSubscription *pgrpl_subscription_get(const char *name, bool missing_ok);
@@ -30,6 +31,7 @@ extern int32 pgrpl_subscription_insert(PgrplSubscription *sub);
 extern void pgrpl_subscription_update(PgrplSubscription *sub);
 extern void pgrpl_subscription_delete(int32 id);
 extern void pgrpl_subscription_set_retention(int32 id, Interval *retention);
+extern void pgrpl_subscription_set_streaming(int32 id, bool streaming);
 
 /* What the launcher should do with a subscription's worker, at end of xact. */
 typedef enum PgrplWorkerAction

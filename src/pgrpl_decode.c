@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * pgrpl_decode.c
- *		Parse one pgoutput (protocol version 1) message.
+ *		Parse one pgoutput message (protocol versions 1 to 4).
  *
  * The server's own logicalrep_read_* readers do the parsing where they
  * exist.  They trust the lengths and counts they read: logicalrep_read_tuple
@@ -54,8 +54,38 @@ pgrpl_message_type_name(LogicalRepMsgType type)
 			return "TRUNCATE";
 		case LOGICAL_REP_MSG_MESSAGE:
 			return "MESSAGE";
+		case LOGICAL_REP_MSG_STREAM_START:
+			return "STREAM START";
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			return "STREAM STOP";
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			return "STREAM COMMIT";
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			return "STREAM ABORT";
 		default:
 			return NULL;
+	}
+}
+
+/*
+ * The messages that, inside a stream block, start with the xid of the
+ * (sub)transaction they belong to (pgoutput's logicalrep_write_*).
+ */
+bool
+pgrpl_message_has_stream_xid(LogicalRepMsgType type)
+{
+	switch (type)
+	{
+		case LOGICAL_REP_MSG_RELATION:
+		case LOGICAL_REP_MSG_TYPE:
+		case LOGICAL_REP_MSG_INSERT:
+		case LOGICAL_REP_MSG_UPDATE:
+		case LOGICAL_REP_MSG_DELETE:
+		case LOGICAL_REP_MSG_TRUNCATE:
+		case LOGICAL_REP_MSG_MESSAGE:
+			return true;
+		default:
+			return false;
 	}
 }
 
@@ -235,7 +265,8 @@ pgrpl_scan_change(PgrplScan *s, LogicalRepMsgType type)
  * its type, without changing "in" or allocating.
  */
 static void
-pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what)
+pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what,
+			  bool stream_xid)
 {
 	PgrplScan	s;
 	int			n;
@@ -245,6 +276,8 @@ pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what)
 	s.pos = in->cursor;
 	s.what = what;
 
+	if (stream_xid)
+		(void) pgrpl_scan_uint(&s, 4);
 	switch (type)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -292,6 +325,22 @@ pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what)
 								 n, 0);
 			s.pos += n;
 			break;
+		case LOGICAL_REP_MSG_STREAM_START:
+			pgrpl_scan_need(&s, 4 + 1); /* xid, first segment */
+			s.pos += 5;
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			pgrpl_scan_need(&s, 4 + 1 + 8 + 8 + 8); /* xid, flags, lsns, time */
+			s.pos += 29;
+			break;
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			/* xid, subxid, and with abort info (v4) its LSN and time */
+			n = (s.len - s.pos == 4 + 4 + 8 + 8) ? 24 : 8;
+			pgrpl_scan_need(&s, n);
+			s.pos += n;
+			break;
 		default:
 			Assert(false);
 	}
@@ -302,13 +351,15 @@ pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what)
 /*
  * Decode the message in "in" (starting at its cursor) into *msg.  On any
  * malformation, ERROR with ERRCODE_PROTOCOL_VIOLATION; *msg is then
- * undefined.  Memory is allocated in the current context.
+ * undefined.  Memory is allocated in the current context.  in_stream: the
+ * message came between STREAM START and STREAM STOP.
  */
 void
-pgrpl_decode_message(StringInfo in, PgrplMessage *msg)
+pgrpl_decode_message(StringInfo in, PgrplMessage *msg, bool in_stream)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	const char *name;
+	bool		stream_xid;
 
 	if (in->cursor >= in->len)
 		pgrpl_protocol_error("(empty)", "The message has no type byte.");
@@ -321,14 +372,17 @@ pgrpl_decode_message(StringInfo in, PgrplMessage *msg)
 				 errmsg("invalid pgoutput message type \"%c\" (0x%02x)",
 						isprint((unsigned char) msg->type) ? msg->type : '?',
 						(unsigned char) msg->type),
-				 errdetail("Only protocol version 1 messages are expected.")));
+				 errdetail("Two-phase messages are not requested by pgrpl.")));
 	in->cursor++;
+	stream_xid = in_stream && pgrpl_message_has_stream_xid(msg->type);
 
 	/* Nothing reaches the server's readers before this succeeds. */
-	pgrpl_prescan(in, msg->type, name);
+	pgrpl_prescan(in, msg->type, name, stream_xid);
 
 	PG_TRY();
 	{
+		msg->xid = stream_xid ? (TransactionId) pq_getmsgint(in, 4) :
+			InvalidTransactionId;
 		pgrpl_decode_body(in, msg);
 		if (in->cursor != in->len)
 			ereport(ERROR,
@@ -419,6 +473,64 @@ pgrpl_check_commit_time(TimestampTz t)
 				 errmsg("commit time " INT64_FORMAT " is out of range", t)));
 }
 
+/* A transaction id as the stream control messages carry it: never 0. */
+static TransactionId
+pgrpl_read_xid(StringInfo in, const char *what)
+{
+	TransactionId xid = (TransactionId) pq_getmsgint(in, 4);
+
+	if (!TransactionIdIsValid(xid))
+		pgrpl_protocol_error(what, "Invalid transaction id 0.");
+	return xid;
+}
+
+/*
+ * The stream control messages (protocol 2+), read here rather than by the
+ * server's readers, whose signatures differ between major versions.
+ */
+static void
+pgrpl_decode_stream(StringInfo in, PgrplMessage *msg)
+{
+	switch (msg->type)
+	{
+		case LOGICAL_REP_MSG_STREAM_START:
+			msg->u.stream_start.xid = pgrpl_read_xid(in, "STREAM START");
+			msg->u.stream_start.first_segment = pq_getmsgbyte(in) == 1;
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			{
+				PgrplStreamCommitMsg *c = &msg->u.stream_commit;
+
+				c->xid = pgrpl_read_xid(in, "STREAM COMMIT");
+				if (pq_getmsgbyte(in) != 0)
+					pgrpl_protocol_error("STREAM COMMIT", "Unrecognized flags.");
+				c->commit.commit_lsn = pq_getmsgint64(in);
+				c->commit.end_lsn = pq_getmsgint64(in);
+				c->commit.committime = pq_getmsgint64(in);
+				if (XLogRecPtrIsInvalid(c->commit.commit_lsn) ||
+					c->commit.end_lsn <= c->commit.commit_lsn)
+					pgrpl_protocol_error("STREAM COMMIT", "Invalid commit or end LSN.");
+				pgrpl_check_commit_time(c->commit.committime);
+				break;
+			}
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			{
+				PgrplStreamAbortMsg *a = &msg->u.stream_abort;
+
+				a->xid = pgrpl_read_xid(in, "STREAM ABORT");
+				a->subxid = pgrpl_read_xid(in, "STREAM ABORT");
+				a->has_abort_info = (in->len - in->cursor) > 0;
+				a->abort_lsn = a->has_abort_info ? pq_getmsgint64(in) : InvalidXLogRecPtr;
+				a->abort_time = a->has_abort_info ? pq_getmsgint64(in) : 0;
+				break;
+			}
+		default:
+			Assert(false);
+	}
+}
+
 static void
 pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 {
@@ -451,6 +563,12 @@ pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 			break;
 		case LOGICAL_REP_MSG_MESSAGE:
 			pgrpl_decode_logical_message(in, msg);
+			break;
+		case LOGICAL_REP_MSG_STREAM_START:
+		case LOGICAL_REP_MSG_STREAM_STOP:
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			pgrpl_decode_stream(in, msg);
 			break;
 		default:
 			Assert(false);

@@ -1,10 +1,13 @@
 /*-------------------------------------------------------------------------
  * pgrpl_decode.h
- *		pgoutput protocol v1: bytes to structs.
+ *		pgoutput protocol versions 1 to 4: bytes to structs.
  *
  * The decoder has no side effects and knows nothing of tables: it turns one
  * logical replication message into a PgrplMessage or throws an ERROR with
- * ERRCODE_PROTOCOL_VIOLATION.
+ * ERRCODE_PROTOCOL_VIOLATION.  Between STREAM START and STREAM STOP
+ * (protocol 2+) the messages that belong to a transaction carry its
+ * (sub)transaction's xid first; the caller says whether it is inside such a
+ * block, the decoder keeps no state of its own.
  *-------------------------------------------------------------------------
  */
 #ifndef PGRPL_DECODE_H
@@ -44,9 +47,35 @@ typedef struct PgrplOriginMsg
 	XLogRecPtr	lsn;
 } PgrplOriginMsg;
 
+/* STREAM START: a chunk of an in-progress transaction follows. */
+typedef struct PgrplStreamStartMsg
+{
+	TransactionId xid;
+	bool		first_segment;
+} PgrplStreamStartMsg;
+
+/* STREAM COMMIT: a streamed transaction committed. */
+typedef struct PgrplStreamCommitMsg
+{
+	TransactionId xid;
+	LogicalRepCommitData commit;
+} PgrplStreamCommitMsg;
+
+/* STREAM ABORT: a streamed transaction (xid == subxid) or subtransaction. */
+typedef struct PgrplStreamAbortMsg
+{
+	TransactionId xid;
+	TransactionId subxid;
+	bool		has_abort_info; /* protocol 4 with streaming 'parallel' */
+	XLogRecPtr	abort_lsn;
+	TimestampTz abort_time;
+} PgrplStreamAbortMsg;
+
 typedef struct PgrplMessage
 {
 	LogicalRepMsgType type;
+	/* Inside a stream block: the (sub)transaction the message belongs to. */
+	TransactionId xid;
 	union
 	{
 		LogicalRepBeginData begin;
@@ -57,10 +86,14 @@ typedef struct PgrplMessage
 		PgrplChangeMsg change;	/* INSERT, UPDATE, DELETE */
 		PgrplTruncateMsg truncate;
 		PgrplLogicalMsg message;
+		PgrplStreamStartMsg stream_start;
+		PgrplStreamCommitMsg stream_commit;
+		PgrplStreamAbortMsg stream_abort;
 	}			u;
 } PgrplMessage;
 
-extern void pgrpl_decode_message(StringInfo in, PgrplMessage *msg);
+extern void pgrpl_decode_message(StringInfo in, PgrplMessage *msg, bool in_stream);
+extern bool pgrpl_message_has_stream_xid(LogicalRepMsgType type);
 extern const char *pgrpl_message_type_name(LogicalRepMsgType type);
 
 #endif							/* PGRPL_DECODE_H */

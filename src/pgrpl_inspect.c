@@ -156,6 +156,27 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 			pgrpl_jsonout_bytes(out, "content", msg->u.message.content,
 							 msg->u.message.len);
 			break;
+		case LOGICAL_REP_MSG_STREAM_START:
+			pgrpl_jsonout_int(out, "xid", msg->u.stream_start.xid);
+			pgrpl_jsonout_bool(out, "first_segment", msg->u.stream_start.first_segment);
+			break;
+		case LOGICAL_REP_MSG_STREAM_STOP:
+			break;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			pgrpl_jsonout_int(out, "xid", msg->u.stream_commit.xid);
+			pgrpl_jsonout_lsn(out, "commit_lsn", msg->u.stream_commit.commit.commit_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.stream_commit.commit.end_lsn);
+			pgrpl_jsonout_time(out, "commit_time", msg->u.stream_commit.commit.committime);
+			break;
+		case LOGICAL_REP_MSG_STREAM_ABORT:
+			pgrpl_jsonout_int(out, "xid", msg->u.stream_abort.xid);
+			pgrpl_jsonout_int(out, "subxid", msg->u.stream_abort.subxid);
+			if (msg->u.stream_abort.has_abort_info)
+			{
+				pgrpl_jsonout_lsn(out, "abort_lsn", msg->u.stream_abort.abort_lsn);
+				pgrpl_jsonout_time(out, "abort_time", msg->u.stream_abort.abort_time);
+			}
+			break;
 		default:
 			elog(ERROR, "unexpected pgoutput message type %d", msg->type);
 	}
@@ -190,7 +211,7 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 		(void) SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		pgrpl_decode_message(&in, &msg);
+		pgrpl_decode_message(&in, &msg, false);
 	}
 	PG_FINALLY();
 	{

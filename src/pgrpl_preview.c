@@ -186,14 +186,14 @@ pgrpl_preview_change(void *arg, const PgrplChangeRow *r)
 }
 
 static void
-pgrpl_preview_transaction(void *arg, const PgrplTxnRow *t)
+pgrpl_preview_txn_row(void *arg, const PgrplTxnRow *t, const char *kind)
 {
 	StringInfoData out;
 	char		state[2] = {t->state, '\0'};
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
-	pgrpl_jsonout_str(&out, "kind", "transaction");
+	pgrpl_jsonout_str(&out, "kind", kind);
 	pgrpl_jsonout_int(&out, "txn_id", t->txn_id);
 	pgrpl_jsonout_str(&out, "state", state);
 	pgrpl_preview_lsn(&out, "commit_lsn", t->commit_lsn);
@@ -202,6 +202,32 @@ pgrpl_preview_transaction(void *arg, const PgrplTxnRow *t)
 		pgrpl_jsonout_int(&out, "xid", t->xid);
 	pgrpl_jsonout_str(&out, "origin", t->origin);
 	pgrpl_jsonout_int(&out, "changes", t->changes);
+	pgrpl_preview_emit(arg, &out);
+}
+
+static void
+pgrpl_preview_transaction(void *arg, const PgrplTxnRow *t)
+{
+	pgrpl_preview_txn_row(arg, t, "transaction");
+}
+
+/* A streamed transaction's row, shown again with its final state. */
+static void
+pgrpl_preview_finish_transaction(void *arg, const PgrplTxnRow *t)
+{
+	pgrpl_preview_txn_row(arg, t, "transaction update");
+}
+
+static void
+pgrpl_preview_discard(void *arg, int64 txn_id, int32 from_seq)
+{
+	StringInfoData out;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	pgrpl_jsonout_str(&out, "kind", "discard");
+	pgrpl_jsonout_int(&out, "txn_id", txn_id);
+	pgrpl_jsonout_int(&out, "from_seq", from_seq);
 	pgrpl_preview_emit(arg, &out);
 }
 
@@ -218,7 +244,7 @@ pgrpl_preview_message(PgrplCapture *cap, bytea *raw, XLogRecPtr lsn)
 	memcpy(in.data, VARDATA_ANY(raw), in.len);
 	in.data[in.len] = '\0';
 	in.cursor = 0;
-	pgrpl_decode_message(&in, &msg);
+	pgrpl_decode_message(&in, &msg, cap->in_stream);
 	(void) pgrpl_capture_message(cap, &msg, lsn);
 }
 
@@ -235,7 +261,9 @@ pgrpl_capture_preview(PG_FUNCTION_ARGS)
 		.new_txn_id = pgrpl_preview_new_txn_id,
 		.relation_id = pgrpl_preview_relation_id,
 		.change = pgrpl_preview_change,
-		.transaction = pgrpl_preview_transaction
+		.transaction = pgrpl_preview_transaction,
+		.finish_transaction = pgrpl_preview_finish_transaction,
+		.discard = pgrpl_preview_discard
 	};
 	PgrplPreview p = {0};
 	PgrplCapture cap = {0};
@@ -290,8 +318,7 @@ pgrpl_capture_preview(PG_FUNCTION_ARGS)
 	{
 		if (client_encoding != GetDatabaseEncoding())
 			(void) SetClientEncoding(client_encoding);
-		hash_destroy(cap.rel_ids);
-		cap.rel_ids = NULL;
+		pgrpl_capture_destroy(&cap);
 		pgrpl_relmap_reset();
 	}
 	PG_END_TRY();

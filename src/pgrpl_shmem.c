@@ -131,6 +131,10 @@ pgrpl_slot_reset_stats(PgrplSlot *slot)
 	slot->transactions = 0;
 	slot->changes = 0;
 	slot->bytes_received = 0;
+	slot->proto_version = 0;
+	slot->streamed_transactions = 0;
+	slot->streamed_bytes = 0;
+	slot->streams_in_progress = 0;
 	slot->last_error[0] = '\0';
 	slot->last_error_time = 0;
 	SpinLockRelease(&slot->mutex);
@@ -437,6 +441,10 @@ pgrpl_slot_statuses(Oid dboid, int *count)
 		st->transactions = slot->transactions;
 		st->changes = slot->changes;
 		st->bytes_received = slot->bytes_received;
+		st->proto_version = slot->proto_version;
+		st->streamed_transactions = slot->streamed_transactions;
+		st->streamed_bytes = slot->streamed_bytes;
+		st->streams_in_progress = slot->streams_in_progress;
 		memcpy(st->last_error, slot->last_error, PGRPL_ERROR_LEN);
 		st->last_error_time = slot->last_error_time;
 		SpinLockRelease(&slot->mutex);
@@ -617,13 +625,15 @@ pgrpl_worker_note_progress(XLogRecPtr progress)
 void
 pgrpl_worker_note_received(XLogRecPtr received_lsn, int bytes,
 						   TimestampTz send_time, TimestampTz receipt_time,
-						   bool keepalive, XLogRecPtr wal_end)
+						   bool keepalive, XLogRecPtr wal_end, bool in_stream)
 {
 	PgrplSlot  *slot = MyPgrplSlot;
 
 	SpinLockAcquire(&slot->mutex);
 	slot->received_lsn = received_lsn;
 	slot->bytes_received += bytes;
+	if (in_stream)
+		slot->streamed_bytes += bytes;
 	slot->last_msg_send_time = send_time;
 	slot->last_msg_receipt_time = receipt_time;
 	if (keepalive)
@@ -635,14 +645,38 @@ pgrpl_worker_note_received(XLogRecPtr received_lsn, int bytes,
 }
 
 void
-pgrpl_worker_note_commit(XLogRecPtr end_lsn, int transactions, int64 changes)
+pgrpl_worker_note_commit(XLogRecPtr end_lsn, int transactions, int streamed,
+						 int64 changes)
 {
 	PgrplSlot  *slot = MyPgrplSlot;
 
 	SpinLockAcquire(&slot->mutex);
 	slot->flushed_lsn = end_lsn;
 	slot->transactions += transactions;
+	slot->streamed_transactions += streamed;
 	slot->changes += changes;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+pgrpl_worker_note_protocol(int proto_version)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	SpinLockAcquire(&slot->mutex);
+	slot->proto_version = proto_version;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+pgrpl_worker_note_streams(int in_progress)
+{
+	PgrplSlot  *slot = MyPgrplSlot;
+
+	if (slot->streams_in_progress == in_progress)
+		return;					/* only this process writes it */
+	SpinLockAcquire(&slot->mutex);
+	slot->streams_in_progress = in_progress;
 	SpinLockRelease(&slot->mutex);
 }
 

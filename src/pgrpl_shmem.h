@@ -60,6 +60,10 @@ typedef struct PgrplSlot
 	uint64		transactions;
 	uint64		changes;
 	uint64		bytes_received;
+	int			proto_version;	/* negotiated with the primary, 0: none yet */
+	uint64		streamed_transactions;	/* streamed ones committed here */
+	uint64		streamed_bytes; /* received inside stream blocks */
+	int			streams_in_progress;	/* streamed, not yet ended */
 	char		last_error[PGRPL_ERROR_LEN];
 	TimestampTz last_error_time;
 
@@ -95,6 +99,10 @@ typedef struct PgrplWorkerStatus
 	uint64		transactions;
 	uint64		changes;
 	uint64		bytes_received;
+	int			proto_version;
+	uint64		streamed_transactions;
+	uint64		streamed_bytes;
+	int			streams_in_progress;
 	char		last_error[PGRPL_ERROR_LEN];
 	TimestampTz last_error_time;
 } PgrplWorkerStatus;
@@ -219,15 +227,22 @@ extern void pgrpl_worker_note_progress(XLogRecPtr progress);
 extern void pgrpl_worker_note_received(XLogRecPtr received_lsn, int bytes,
 									   TimestampTz send_time,
 									   TimestampTz receipt_time,
-									   bool keepalive, XLogRecPtr wal_end);
+									   bool keepalive, XLogRecPtr wal_end,
+									   bool in_stream);
+
+/* The protocol version this session negotiated with the primary. */
+extern void pgrpl_worker_note_protocol(int proto_version);
+
+/* How many streamed transactions are open (received, not yet ended). */
+extern void pgrpl_worker_note_streams(int in_progress);
 
 /*
- * A local commit holding "transactions" remote transactions and "changes"
- * changes, the last ending at end_lsn: flushed_lsn = end_lsn, counters
- * advanced.
+ * A local commit holding "transactions" remote transactions ("streamed" of
+ * them streamed) and "changes" changes, the last ending at end_lsn:
+ * flushed_lsn = end_lsn, counters advanced.
  */
 extern void pgrpl_worker_note_commit(XLogRecPtr end_lsn, int transactions,
-									 int64 changes);
+									 int streamed, int64 changes);
 
 /* Has a restart been requested (settings changed)?  The flag stays set. */
 extern bool pgrpl_worker_restart_pending(void);

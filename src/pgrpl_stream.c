@@ -323,13 +323,43 @@ pgrpl_publication_names_literal(List *publications)
 }
 
 /*
- * START_REPLICATION with messages 'true'.  PG15's WalRcvStreamOptions has
- * no messages field, so the command is sent with walrcv_exec, which leaves
- * the connection in COPY BOTH mode for walrcv_receive/walrcv_send.
+ * The protocol to ask a primary of server_version for.  pgoutput rejects
+ * options it does not know ("unrecognized pgoutput option"), so each is
+ * sent only from the version that added it: logical messages and streaming
+ * of in-progress transactions (protocol 2) from 14, and from 16 protocol 4
+ * with streaming 'parallel', the only way to have STREAM ABORT carry the
+ * abort's LSN and time (the walsender does nothing else differently for
+ * it: how the changes are applied is the subscriber's business).
+ */
+void
+pgrpl_protocol_choose(int server_version, bool streaming, PgrplProtocol *proto)
+{
+	memset(proto, 0, sizeof(*proto));
+	proto->server_version = server_version;
+	proto->proto_version = 1;
+	proto->messages = (server_version >= 140000);
+	if (streaming && server_version >= 140000)
+	{
+		proto->streaming = true;
+		proto->proto_version = 2;
+		if (server_version >= 160000)
+		{
+			proto->proto_version = 4;
+			proto->abort_info = true;
+		}
+	}
+}
+
+/*
+ * START_REPLICATION with the options of "proto".  PG15's
+ * WalRcvStreamOptions has no messages field, so the command is sent with
+ * walrcv_exec, which leaves the connection in COPY BOTH mode for
+ * walrcv_receive/walrcv_send.
  */
 void
 pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
-				   XLogRecPtr startpos, List *publications)
+				   XLogRecPtr startpos, List *publications,
+				   const PgrplProtocol *proto)
 {
 	char	   *cmd;
 	WalRcvExecResult *res;
@@ -349,9 +379,13 @@ pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
 	walrcv_clear_result(res);
 
 	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
-				   "(proto_version '1', publication_names %s, messages 'true')",
+				   "(proto_version '%d', publication_names %s%s%s)",
 				   quote_identifier(slotname), LSN_FORMAT_ARGS(startpos),
-				   pgrpl_publication_names_literal(publications));
+				   proto->proto_version,
+				   pgrpl_publication_names_literal(publications),
+				   proto->messages ? ", messages 'true'" : "",
+				   !proto->streaming ? "" :
+				   proto->abort_info ? ", streaming 'parallel'" : ", streaming 'on'");
 	res = walrcv_exec(conn, cmd, 0, NULL);
 	if (res->status != WALRCV_OK_COPY_BOTH)
 		ereport(ERROR,

@@ -27,6 +27,21 @@ typedef struct PgrplCopyData
 	StringInfoData payload;		/* 'w': the pgoutput message */
 } PgrplCopyData;
 
+/*
+ * What START_REPLICATION asks of pgoutput, chosen from the primary's version
+ * (pgrpl_protocol_choose): each protocol feature only where it exists.
+ */
+typedef struct PgrplProtocol
+{
+	int			server_version; /* the primary's, as PG_VERSION_NUM */
+	int			proto_version;	/* 1 to 4 */
+	bool		messages;		/* logical messages (14+) */
+	bool		streaming;		/* in-progress transactions streamed (14+) */
+	bool		abort_info;		/* STREAM ABORT carries LSN and time (16+) */
+} PgrplProtocol;
+
+extern void pgrpl_protocol_choose(int server_version, bool streaming,
+								  PgrplProtocol *proto);
 extern void pgrpl_stream_load(void);
 extern void pgrpl_check_conninfo(const char *conninfo);
 extern char *pgrpl_mask_conninfo_str(const char *conninfo);
@@ -41,7 +56,8 @@ extern bool pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slot,
 extern XLogRecPtr pgrpl_create_remote_slot(WalReceiverConn *conn, const char *slot);
 extern void pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slot);
 extern void pgrpl_stream_start(WalReceiverConn *conn, const char *slot,
-							   XLogRecPtr startpos, List *publications);
+							   XLogRecPtr startpos, List *publications,
+							   const PgrplProtocol *proto);
 extern void pgrpl_parse_copydata(char *buf, int len, PgrplCopyData *msg);
 extern void pgrpl_send_feedback(WalReceiverConn *conn, XLogRecPtr write,
 								XLogRecPtr flush, bool reply_requested);

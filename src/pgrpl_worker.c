@@ -94,6 +94,7 @@ static struct
 	MemoryContext subcxt;		/* the subscription row, per session */
 
 	PgrplCapture cap;			/* the remote transaction, what becomes rows */
+	PgrplProtocol proto;		/* what this session asked the primary for */
 	XLogRecPtr	progress;		/* end of the last unit committed here */
 	TimestampTz last_retention; /* when retention was last applied */
 
@@ -106,6 +107,7 @@ static struct
 	XLogRecPtr	group_end;		/* end of the last whole unit in it, or 0 */
 	TimestampTz group_commit_time;	/* its remote commit time */
 	int			group_units;
+	int			group_streamed; /* of those, streamed transactions */
 	int64		group_changes;
 	TimestampTz group_started;
 	XLogRecPtr	seen_end;		/* end of the last remote unit processed */
@@ -133,6 +135,7 @@ static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static void pgrpl_commit_local(void);
 static void pgrpl_begin_local(void);
+static void pgrpl_discard_open_streams(void);
 
 /* ---------------------------------------------------------------------
  * The sink: what the capture module writes goes to the change log, in the
@@ -169,12 +172,26 @@ pgrpl_sink_transaction(void *arg, const PgrplTxnRow *row)
 	pgrpl_writer_insert_transaction(row);
 }
 
+static void
+pgrpl_sink_finish_transaction(void *arg, const PgrplTxnRow *row)
+{
+	pgrpl_writer_finish_transaction(row);
+}
+
+static void
+pgrpl_sink_discard(void *arg, int64 txn_id, int32 from_seq)
+{
+	pgrpl_writer_discard_changes(txn_id, from_seq);
+}
+
 static const PgrplSink pgrpl_worker_sink = {
 	.open = pgrpl_sink_open,
 	.new_txn_id = pgrpl_sink_new_txn_id,
 	.relation_id = pgrpl_sink_relation_id,
 	.change = pgrpl_sink_change,
 	.transaction = pgrpl_sink_transaction,
+	.finish_transaction = pgrpl_sink_finish_transaction,
+	.discard = pgrpl_sink_discard,
 	.arg = NULL
 };
 
@@ -217,17 +234,20 @@ static void
 pgrpl_error_callback(void *arg)
 {
 	const char *type = pgrpl_message_type_name(W.cur_type);
+	TransactionId xid;
+	bool		in_xact;
 
 	if (type == NULL)
 		return;
+	in_xact = pgrpl_capture_current_xid(&W.cap, &xid);
 	/* As the built-in apply worker: message, relation, remote xid, LSN. */
-	if (W.cap.cur_rel != NULL && W.cap.active)
+	if (W.cap.cur_rel != NULL && in_xact)
 		errcontext("processing remote %s for relation \"%s.%s\" in transaction %u at %X/%X of subscription \"%s\"",
-				   type, W.cap.cur_rel->nspname, W.cap.cur_rel->relname, W.cap.xid,
+				   type, W.cap.cur_rel->nspname, W.cap.cur_rel->relname, xid,
 				   LSN_FORMAT_ARGS(W.cur_lsn), W.sub ? W.sub->name : "?");
-	else if (W.cap.active)
+	else if (in_xact)
 		errcontext("processing remote %s in transaction %u at %X/%X of subscription \"%s\"",
-				   type, W.cap.xid, LSN_FORMAT_ARGS(W.cur_lsn),
+				   type, xid, LSN_FORMAT_ARGS(W.cur_lsn),
 				   W.sub ? W.sub->name : "?");
 	else
 		errcontext("processing remote %s at %X/%X of subscription \"%s\"",
@@ -272,9 +292,9 @@ pgrpl_recover_from_error(void)
 		walrcv_disconnect(W.conn);
 		W.conn = NULL;
 	}
-	W.cap.active = false;
-	if (W.cap.rel_ids != NULL)
-		pgrpl_capture_forget_relation_ids(&W.cap);
+	/* The next session starts capturing afresh (pgrpl_capture_init). */
+	pgrpl_capture_destroy(&W.cap);
+	pgrpl_worker_note_streams(0);
 	pgrpl_group_reset();
 	pgrpl_worker_record_error(edata->message);
 	FreeErrorData(edata);
@@ -421,6 +441,8 @@ pgrpl_setup_origin(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgrpl_writer_check_storage();
 	logged = pgrpl_writer_session_start(W.subid);
+	/* Streamed transactions an earlier session did not finish. */
+	pgrpl_writer_abort_in_progress();
 	PopActiveSnapshot();
 	pgrpl_origin_name(MyDatabaseId, W.subid, name, sizeof(name));
 	originid = replorigin_by_name(name, true);
@@ -480,6 +502,10 @@ pgrpl_session(void)
 	pgrpl_relmap_reset();
 	pgrpl_relmap_set_loopback(W.loopback);
 	pgrpl_capture_init(&W.cap, &pgrpl_worker_sink, W.loopback, W.progress);
+	pgrpl_protocol_choose(walrcv_server_version(W.conn), W.sub->streaming,
+						  &W.proto);
+	pgrpl_worker_note_protocol(W.proto.proto_version);
+	pgrpl_worker_note_streams(0);
 	pgrpl_group_reset();
 	W.seen_end = W.progress;
 	W.last_received = W.progress;
@@ -487,7 +513,8 @@ pgrpl_session(void)
 	W.last_status_time = 0;
 	W.ping_sent = false;
 
-	pgrpl_stream_start(W.conn, W.sub->slot_name, W.progress, W.sub->publications);
+	pgrpl_stream_start(W.conn, W.sub->slot_name, W.progress, W.sub->publications,
+					   &W.proto);
 	pgrpl_worker_set_state(PGRPL_STATE_STREAMING);
 	W.streaming_since = GetCurrentTimestamp();
 	pgrpl_worker_clear_error();
@@ -510,6 +537,7 @@ pgrpl_session(void)
 		 * have, or the slot would skip it once streaming resumes.
 		 */
 		W.last_received = Min(W.last_received, W.progress);
+		pgrpl_discard_open_streams();
 		/* Make our last commit durable so the final status can cover it. */
 		XLogFlush(XactLastCommitEnd);
 		pgrpl_send_status(true, false);
@@ -527,6 +555,26 @@ pgrpl_session(void)
 	walrcv_disconnect(W.conn);
 	W.conn = NULL;
 	return end;
+}
+
+/*
+ * A session that ends for good leaves no streamed transaction half written
+ * (a later session would remove it too, but there may be none for long).
+ */
+static void
+pgrpl_discard_open_streams(void)
+{
+	if (W.cap.nstreams == 0)
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgrpl_writer_abort_in_progress();
+	PopActiveSnapshot();
+	replorigin_session_origin_lsn = W.progress;
+	replorigin_session_origin_timestamp = 0;
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(W.msgcxt);
 }
 
 /* ---------------------------------------------------------------------
@@ -731,9 +779,11 @@ pgrpl_remember_commit(XLogRecPtr remote_end)
 
 /*
  * Tell the primary what we have: write = received, flush = durable here.
- * With nothing pending and no remote transaction open, everything received
- * is either durable or needs nothing, so the slot may advance to it (an idle
- * primary can then recycle WAL).
+ * With nothing pending and no remote transaction open (streamed ones
+ * included), everything received is either durable or needs nothing, so
+ * the slot may advance to it (an idle primary can then recycle WAL).
+ * Otherwise flush is the end of the last unit committed and flushed here:
+ * never a position inside a transaction still being received.
  */
 static void
 pgrpl_send_status(bool force, bool reply_requested)
@@ -744,7 +794,7 @@ pgrpl_send_status(bool force, bool reply_requested)
 	XLogRecPtr	write = W.last_received;
 	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
 
-	if (!pending && !W.cap.active && !W.local_open)
+	if (!pending && !W.cap.active && !W.local_open && W.cap.nstreams == 0)
 		flush = Max(flush, write);
 	if (XLogRecPtrIsInvalid(flush))
 		flush = W.progress;
@@ -780,6 +830,7 @@ pgrpl_begin_local(void)
 	W.local_open = true;
 	W.group_end = InvalidXLogRecPtr;
 	W.group_units = 0;
+	W.group_streamed = 0;
 	W.group_changes = 0;
 	W.group_started = GetCurrentTimestamp();
 	MemoryContextSwitchTo(W.msgcxt);
@@ -791,6 +842,7 @@ pgrpl_group_reset(void)
 	W.local_open = false;
 	W.group_end = InvalidXLogRecPtr;
 	W.group_units = 0;
+	W.group_streamed = 0;
 	W.group_changes = 0;
 }
 
@@ -817,7 +869,19 @@ static void
 pgrpl_commit_local(void)
 {
 	if (W.local_open && XLogRecPtrIsInvalid(W.group_end))
-		pgrpl_abort_local();	/* rows of nothing whole: cannot happen */
+	{
+		/*
+		 * Only rows of streamed transactions not yet committed (or their
+		 * abort): invisible, and progress stays where it is.
+		 */
+		pgrpl_writer_end();
+		PopActiveSnapshot();
+		replorigin_session_origin_lsn = W.progress;
+		replorigin_session_origin_timestamp = 0;
+		CommitTransactionCommand();
+		pgrpl_group_reset();
+		MemoryContextSwitchTo(W.msgcxt);
+	}
 	if (W.local_open)
 	{
 		pgrpl_writer_end();
@@ -830,7 +894,8 @@ pgrpl_commit_local(void)
 		W.progress = W.group_end;
 		W.cap.progress = W.progress;
 
-		pgrpl_worker_note_commit(W.group_end, W.group_units, W.group_changes);
+		pgrpl_worker_note_commit(W.group_end, W.group_units, W.group_streamed,
+								 W.group_changes);
 		pgrpl_group_reset();
 		MemoryContextSwitchTo(W.msgcxt);
 	}
@@ -847,11 +912,13 @@ pgrpl_commit_local(void)
  * that crosses it must be dropped without losing the ones before.
  */
 static void
-pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn)
+pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn,
+				bool streamed)
 {
 	W.group_end = end;
 	W.group_commit_time = commit_time;
 	W.group_units += txn ? 1 : 0;
+	W.group_streamed += streamed ? 1 : 0;
 	W.group_changes += changes;
 	W.seen_end = end;
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
@@ -890,8 +957,16 @@ pgrpl_session_ends_at(PgrplMessage *msg)
 			if (pgrpl_restart_pending())
 				return true;
 			return !XLogRecPtrIsInvalid(stop) && msg->u.commit.end_lsn > stop;
+		case LOGICAL_REP_MSG_STREAM_COMMIT:
+			/* What was streamed of it is sent again next session. */
+			if (W.cap.active || W.cap.in_stream)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) &&
+				msg->u.stream_commit.commit.end_lsn > stop;
 		case LOGICAL_REP_MSG_MESSAGE:
-			return !msg->u.message.transactional && !W.cap.active &&
+			return !msg->u.message.transactional && !W.cap.active && !W.cap.in_stream &&
 				msg->u.message.lsn > W.progress &&
 				!XLogRecPtrIsInvalid(stop) && msg->u.message.lsn > stop;
 		default:
@@ -908,7 +983,7 @@ pgrpl_apply_message(StringInfo payload)
 	bool		catalog_xact = false;
 
 	W.cur_type = payload->len > 0 ? (LogicalRepMsgType) payload->data[0] : 0;
-	pgrpl_decode_message(payload, &msg);
+	pgrpl_decode_message(payload, &msg, W.cap.in_stream);
 	if (pgrpl_session_ends_at(&msg))
 		return true;
 
@@ -928,7 +1003,8 @@ pgrpl_apply_message(StringInfo payload)
 
 	if (result == PGRPL_CAPTURE_UNIT)
 		pgrpl_unit_done(W.cap.unit_end, W.cap.unit_commit_time,
-						W.cap.unit_changes, W.cap.unit_is_txn);
+						W.cap.unit_changes, W.cap.unit_is_txn,
+						W.cap.unit_streamed);
 	else if (result == PGRPL_CAPTURE_EMPTY_UNIT)
 	{
 		/* Nothing captured (skipped or empty): nothing to make durable. */
@@ -947,7 +1023,10 @@ pgrpl_note_received(PgrplCopyData *cd, int len)
 	if (cd->wal_end > W.last_received)
 		W.last_received = cd->wal_end;
 	pgrpl_worker_note_received(W.last_received, len, cd->send_time, now,
-							   cd->kind == 'k', cd->wal_end);
+							   cd->kind == 'k', cd->wal_end,
+							   W.cap.in_stream ||
+							   (cd->kind == 'w' && cd->payload.len > 0 &&
+								cd->payload.data[0] == LOGICAL_REP_MSG_STREAM_START));
 }
 
 /*

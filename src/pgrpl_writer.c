@@ -74,15 +74,28 @@ typedef struct PgrplTarget
 	MemoryContext batchcxt;		/* the buffered tuples */
 } PgrplTarget;
 
+/* The two leaves of one partition. */
+typedef struct PgrplLeaves
+{
+	int64		part;
+	PgrplTarget change;
+	PgrplTarget txn;
+} PgrplLeaves;
+
+/*
+ * Partitions open at once: the current one, and the older ones that
+ * streamed transactions still being received write into (their rows go
+ * where their txn_id, handed out at their first row, says).
+ */
+#define PGRPL_MAX_OPEN_PARTS	4
+
 /* Open for the current local transaction only. */
 typedef struct PgrplWriter
 {
 	bool		active;
-	bool		have_leaves;
-	int64		part;			/* partition of the open leaves */
+	int			nleaves;
+	PgrplLeaves *leaves[PGRPL_MAX_OPEN_PARTS];	/* most recently used first */
 	EState	   *estate;
-	PgrplTarget change;
-	PgrplTarget txn;
 } PgrplWriter;
 
 static PgrplWriter writer;
@@ -378,25 +391,46 @@ pgrpl_target_close(PgrplTarget *t)
 	table_close(t->rel, NoLock);
 }
 
-/* Make the leaves of partition "part" the targets of this transaction. */
 static void
+pgrpl_leaves_close(PgrplLeaves *l)
+{
+	pgrpl_target_close(&l->change);
+	pgrpl_target_close(&l->txn);
+	pfree(l);
+}
+
+/*
+ * The leaves of partition "part", opened for this transaction if they are
+ * not yet (closing the least recently used when too many are open).
+ */
+static PgrplLeaves *
 pgrpl_writer_use_partition(int64 part)
 {
 	MemoryContext oldcxt;
+	PgrplLeaves *l;
 
-	if (writer.have_leaves && writer.part == part)
-		return;
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	if (writer.have_leaves)
+	if (writer.nleaves > 0 && writer.leaves[0]->part == part)
+		return writer.leaves[0];
+	for (int i = 1; i < writer.nleaves; i++)
 	{
-		pgrpl_target_close(&writer.change);
-		pgrpl_target_close(&writer.txn);
-		writer.have_leaves = false;
+		if (writer.leaves[i]->part != part)
+			continue;
+		l = writer.leaves[i];
+		memmove(&writer.leaves[1], &writer.leaves[0], sizeof(PgrplLeaves *) * i);
+		writer.leaves[0] = l;
+		return l;
 	}
-	pgrpl_target_open(&writer.change, "change", part, CH_NATTS, 1);
-	pgrpl_target_open(&writer.txn, "transaction", part, TX_NATTS, 2);
-	writer.part = part;
-	writer.have_leaves = true;
+
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	if (writer.nleaves == PGRPL_MAX_OPEN_PARTS)
+		pgrpl_leaves_close(writer.leaves[--writer.nleaves]);
+	l = palloc0(sizeof(PgrplLeaves));
+	l->part = part;
+	pgrpl_target_open(&l->change, "change", part, CH_NATTS, 1);
+	pgrpl_target_open(&l->txn, "transaction", part, TX_NATTS, 2);
+	memmove(&writer.leaves[1], &writer.leaves[0], sizeof(PgrplLeaves *) * writer.nleaves);
+	writer.leaves[0] = l;
+	writer.nleaves++;
 
 	/*
 	 * Keep the next partition ready.  A reader's transaction keeps the
@@ -410,6 +444,7 @@ pgrpl_writer_use_partition(int64 part)
 											 writer_subid, part + 1))))
 		pgrpl_create_partition(part + 1);
 	MemoryContextSwitchTo(oldcxt);
+	return l;
 }
 
 /* Open the change log for the current local transaction. */
@@ -425,7 +460,7 @@ pgrpl_writer_begin(int32 subid)
 	/* Lives exactly as long as the local transaction. */
 	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	writer.estate = CreateExecutorState();
-	writer.have_leaves = false;
+	writer.nleaves = 0;
 	writer.active = true;
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -438,7 +473,7 @@ void
 pgrpl_writer_reset(void)
 {
 	writer.active = false;
-	writer.have_leaves = false;
+	writer.nleaves = 0;
 }
 
 bool
@@ -497,9 +532,10 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 {
 	Datum		values[CH_NATTS];
 	bool		nulls[CH_NATTS];
+	PgrplLeaves *leaves;
 
 	Assert(writer.active);
-	pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
+	leaves = pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
 	memset(nulls, 0, sizeof(nulls));
 	values[CH_SUB_ID] = Int32GetDatum(writer_subid);
 	values[CH_SEQ] = Int32GetDatum(row->seq);
@@ -529,7 +565,7 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	else
 		nulls[CH_MSG_CONTENT] = true;
 
-	pgrpl_target_insert(&writer.change, values, nulls);
+	pgrpl_target_insert(&leaves->change, values, nulls);
 	if (PGRPL_PART_OF(row->txn_id) == PGRPL_PART_OF(next_txn_id))
 		part_changes++;
 }
@@ -539,9 +575,10 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 {
 	Datum		values[TX_NATTS];
 	bool		nulls[TX_NATTS];
+	PgrplLeaves *leaves;
 
 	Assert(writer.active);
-	pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
+	leaves = pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
 	memset(nulls, 0, sizeof(nulls));
 	values[TX_SUB_ID] = Int32GetDatum(writer_subid);
 	values[TX_CHANGES] = Int32GetDatum(row->changes);
@@ -559,7 +596,112 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 	values[TX_STATE] = CharGetDatum(row->state);
 	values[TX_ORIGIN] = pgrpl_text_or_null(row->origin, &nulls[TX_ORIGIN]);
 
-	pgrpl_target_insert(&writer.txn, values, nulls);
+	pgrpl_target_insert(&leaves->txn, values, nulls);
+}
+
+/*
+ * Give the transaction row of a streamed transaction, written in state 'i'
+ * at its first row, its final state: committed (commit position, time,
+ * origin, number of changes) or aborted.  One row updated, however many
+ * changes the transaction has.
+ */
+void
+pgrpl_writer_finish_transaction(const PgrplTxnRow *row)
+{
+	PgrplLeaves *leaves;
+	Oid			argtypes[9] = {INT8OID, CHAROID, LSNOID, LSNOID, TIMESTAMPTZOID,
+	TEXTOID, LSNOID, INT4OID, INT8OID};
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *sql;
+
+	Assert(writer.active);
+	leaves = pgrpl_writer_use_partition(PGRPL_PART_OF(row->txn_id));
+	/* The row may still be in the batch. */
+	pgrpl_target_flush(&leaves->txn);
+	CommandCounterIncrement();
+
+	args[0] = Int64GetDatum(row->txn_id);
+	args[1] = CharGetDatum(row->state);
+	args[2] = LSNGetDatum(row->commit_lsn);
+	nulls[2] = XLogRecPtrIsInvalid(row->commit_lsn) ? 'n' : ' ';
+	args[3] = LSNGetDatum(row->end_lsn);
+	nulls[3] = XLogRecPtrIsInvalid(row->end_lsn) ? 'n' : ' ';
+	args[4] = TimestampTzGetDatum(row->commit_time);
+	nulls[4] = (row->commit_time == 0) ? 'n' : ' ';
+	args[5] = row->origin ? CStringGetTextDatum(row->origin) : (Datum) 0;
+	nulls[5] = row->origin ? ' ' : 'n';
+	args[6] = LSNGetDatum(row->origin_lsn);
+	nulls[6] = row->origin ? ' ' : 'n';
+	args[7] = Int32GetDatum(row->changes);
+	args[8] = Int64GetDatum((int64) row->xid);
+	sql = psprintf("UPDATE pgrpl.%s SET state = $2, commit_lsn = $3, end_lsn = $4,"
+				   " commit_time = $5, origin = $6, origin_lsn = $7, changes = $8"
+				   " WHERE txn_id OPERATOR(pg_catalog.=) $1 AND xid OPERATOR(pg_catalog.=) $9"
+				   " AND state OPERATOR(pg_catalog.=) 'i'",
+				   quote_identifier(RelationGetRelationName(leaves->txn.rel)));
+	SPI_connect();
+	if (SPI_execute_with_args(sql, 9, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update pgrpl.transaction");
+	if (SPI_processed != 1)
+		elog(ERROR, "transaction row " INT64_FORMAT " of a streamed transaction is missing",
+			 row->txn_id);
+	SPI_finish();
+}
+
+/*
+ * Remove the changes of txn_id from seq from_seq on: an aborted streamed
+ * transaction (from 1) or subtransaction.  Costs as many rows as it removes;
+ * VACUUM reclaims their space.
+ */
+void
+pgrpl_writer_discard_changes(int64 txn_id, int32 from_seq)
+{
+	PgrplLeaves *leaves;
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		args[2] = {Int64GetDatum(txn_id), Int32GetDatum(from_seq)};
+	char	   *sql;
+
+	Assert(writer.active);
+	leaves = pgrpl_writer_use_partition(PGRPL_PART_OF(txn_id));
+	pgrpl_target_flush(&leaves->change);
+	CommandCounterIncrement();
+	sql = psprintf("DELETE FROM pgrpl.%s WHERE txn_id OPERATOR(pg_catalog.=) $1"
+				   " AND seq OPERATOR(pg_catalog.>=) $2",
+				   quote_identifier(RelationGetRelationName(leaves->change.rel)));
+	SPI_connect();
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from pgrpl.change");
+	SPI_finish();
+	CommandCounterIncrement();
+}
+
+/*
+ * At the start of a session: streamed transactions an earlier session was
+ * receiving (state 'i') will be streamed again from their start, so what
+ * was written of them goes.  Needs a transaction with a snapshot and no
+ * open writer.
+ */
+void
+pgrpl_writer_abort_in_progress(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(writer_subid)};
+	int64		removed = 0;
+
+	Assert(!writer.active);
+	if (pgrpl_spi_int8("WITH t AS (UPDATE pgrpl.transaction t SET state = 'a'"
+					   "  WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.commit_lsn IS NULL"
+					   "    AND t.state OPERATOR(pg_catalog.=) 'i' RETURNING t.txn_id),"
+					   " d AS (DELETE FROM pgrpl.change c USING t"
+					   "  WHERE c.sub_id OPERATOR(pg_catalog.=) $1 AND c.txn_id OPERATOR(pg_catalog.=) t.txn_id"
+					   "  RETURNING 1)"
+					   " SELECT pg_catalog.count(*) FROM d",
+					   1, argtypes, args, &removed) && removed > 0)
+		ereport(LOG,
+				(errmsg("pgrpl removed " INT64_FORMAT " changes of streamed transactions that did not finish",
+						removed),
+				 errdetail("The primary streams them again from their start.")));
 }
 
 /* Close the change log before the caller commits. */
@@ -568,14 +710,10 @@ pgrpl_writer_end(void)
 {
 	if (!writer.active)
 		return;
-	if (writer.have_leaves)
-	{
-		pgrpl_target_close(&writer.change);
-		pgrpl_target_close(&writer.txn);
-	}
+	while (writer.nleaves > 0)
+		pgrpl_leaves_close(writer.leaves[--writer.nleaves]);
 	FreeExecutorState(writer.estate);
 	writer.active = false;
-	writer.have_leaves = false;
 }
 
 /* ---------------------------------------------------------------------
