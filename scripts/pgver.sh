@@ -159,6 +159,8 @@ main() {
     # private mounts (undone when the namespace ends) and a PID namespace
     # whose first process only waits: when it exits, every process left in
     # the chroot (e.g. a server of a killed test) is killed with it.
+    # unshare ignores SIGTERM/SIGINT while it waits: a signal to this script
+    # SIGKILLs it, and --kill-child then takes the whole namespace down.
     unshare --mount --propagation private --pid --fork --kill-child -- \
         /bin/bash -c '
             set -e
@@ -167,8 +169,20 @@ main() {
             mount -t tmpfs -o mode=1777,size=1g shm "$r/dev/shm"
             mount -t proc proc "$r/proc"
             chroot "$r" /usr/bin/env -i "$@" </dev/null &
-            wait $!' _ "$ROOT" "${pass[@]}" bash "/tmp/${SRC##*/}/scripts/test.sh" || rc=$?
+            wait $!' _ "$ROOT" "${pass[@]}" bash "/tmp/${SRC##*/}/scripts/test.sh" &
+    local ns=$! sig=''
+    trap 'sig=1; kill -KILL $ns 2>/dev/null' TERM INT HUP
+    while :; do
+        rc=0
+        wait "$ns" || rc=$?
+        kill -0 "$ns" 2>/dev/null || break
+    done
     rm -rf "$SRC"
+    if [[ -n $sig ]]; then
+        echo "pgver.sh $MAJOR: interrupted, tests killed"
+        echo "0 passed, 1 failed"
+        exit 143
+    fi
     exit "$rc"
 }
 
