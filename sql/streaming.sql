@@ -51,11 +51,13 @@ SELECT count(*) FILTER (WHERE new->>'v' = 'gone' OR op = 'DELETE') AS rolled_bac
 
 -- A streamed transaction that aborts leaves nothing: its transaction row
 -- says 'a' and its changes are gone.
+SELECT streamed_bytes AS streamed_bytes_before FROM pgrpl.stat_subscription WHERE name = 'st' \gset
 BEGIN;
 INSERT INTO st_t SELECT g, repeat('r', 100) FROM generate_series(10001, 13000) g;
 -- Wait for the stream to start before the abort: PostgreSQL 18's walsender
 -- does not stream a transaction it already sees aborted (it drops it).
-SELECT public.poll_until($$SELECT streams_in_progress > 0 FROM pgrpl.stat_subscription WHERE name = 'st'$$) AS stream_started;
+SELECT public.poll_until(format($$SELECT streamed_bytes > %s FROM pgrpl.stat_subscription WHERE name = 'st'$$,
+                                :streamed_bytes_before)) AS stream_started;
 ROLLBACK;
 INSERT INTO st_t VALUES (9000, 'after the rollback');
 SELECT public.wait_sub('st');
