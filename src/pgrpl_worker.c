@@ -465,8 +465,14 @@ pgrpl_session(void)
 	char	   *sysid;
 	char		local_sysid[32];
 	PgrplSessionEnd end;
-	MemoryContext oldcxt;
 
+	/*
+	 * What the session sets up (the connection above all) lives as long as
+	 * the session.  From PG18 on, a transaction's end returns to the context
+	 * current at its start, no longer to TopMemoryContext: after an earlier
+	 * session that is W.msgcxt, reset after every message.
+	 */
+	MemoryContextSwitchTo(TopMemoryContext);
 	pgrpl_worker_set_state(PGRPL_STATE_STARTING);
 	W.sub = pgrpl_load_subscription();
 	if (W.sub == NULL)
@@ -486,15 +492,7 @@ pgrpl_session(void)
 	}
 
 	pgrpl_worker_set_state(PGRPL_STATE_CONNECTING);
-	/*
-	 * The connection lives as long as the session, so not in whatever is
-	 * current: from PG18 on, a transaction's end returns to the context
-	 * current at its start, here W.msgcxt (reset after every message) in
-	 * every session after a process's first.
-	 */
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	W.conn = pgrpl_stream_connect(W.sub->conninfo, W.sub->name);
-	MemoryContextSwitchTo(oldcxt);
 
 	sysid = pgrpl_stream_identify(W.conn);
 	if (strcmp(sysid, W.sub->system_identifier) != 0)
