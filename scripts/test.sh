@@ -24,6 +24,8 @@
 #   PROVE_TESTS="t/001_x.pl ..."   choose TAP files (passed through to make)
 #   PROVE_FLAGS=...                extra prove flags (passed through to make)
 #   PGRPL_REGRESS_TIMEOUT / PGRPL_TAP_TIMEOUT   per-part limits in seconds
+#   PGRPL_PRIMARY_VERSIONS="10 14 18"|all|none   primaries of other majors
+#                                  for t/030_primary_versions.pl (default all)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -137,6 +139,8 @@ run_tap() {
     local p f args=(REGRESS=) counts failing=() name log
     [[ -z ${PROVE_TESTS:-} ]] || args+=("PROVE_TESTS=$PROVE_TESTS")
     [[ -z ${PROVE_FLAGS:-} ]] || args+=("PROVE_FLAGS=$PROVE_FLAGS")
+    # other majors' servers for t/030_primary_versions.pl (see lib.sh)
+    [[ ${PROVE_TESTS:-030} != *030* ]] || pgrpl_fetch_primaries "$SCRIPT_DIR"
     run_part tap "${PGRPL_TAP_TIMEOUT:-3000}" "${args[@]}"
     mapfile -t counts < <(count_tap "$WORK/tap.log")
     read -r p f <<<"${counts[0]:-}"

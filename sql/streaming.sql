@@ -12,7 +12,7 @@ SELECT public.create_sub('st', ARRAY['st_pub']);
 SELECT streaming FROM pgrpl.subscriptions WHERE name = 'st';
 SELECT public.wait_sub('st');
 -- This server streams: protocol 2 or later was negotiated.
-SELECT proto_version >= 2 AS streams, streamed_transactions, streams_in_progress
+SELECT proto_version >= 2 AS streams, streamed_transactions
   FROM pgrpl.stat_subscription WHERE name = 'st';
 
 -- A transaction far larger than logical_decoding_work_mem.
@@ -21,8 +21,9 @@ SELECT public.wait_sub('st');
 SELECT count(*) AS changes, count(DISTINCT commit_lsn) AS transactions,
        min(seq) AS first_seq, max(seq) AS last_seq
   FROM pgrpl.changes('st');
-SELECT streamed_transactions >= 1 AS was_streamed, streamed_bytes > 300000 AS bytes_counted,
-       streams_in_progress
+-- (streams_in_progress is not shown: on this loopback primary the worker's
+-- own large local transactions are streamed back to it, empty.)
+SELECT streamed_transactions >= 1 AS was_streamed, streamed_bytes > 300000 AS bytes_counted
   FROM pgrpl.stat_subscription WHERE name = 'st';
 SELECT changes FROM pgrpl.transactions('st');
 
@@ -63,7 +64,6 @@ SELECT t.state, count(c.*) AS rows_left
  WHERE t.state <> 'c'
  GROUP BY t.state;
 SELECT count(*) AS visible_rollback_rows FROM pgrpl.changes('st') WHERE (new->>'id')::int > 10000;
-SELECT streams_in_progress FROM pgrpl.stat_subscription WHERE name = 'st';
 
 -- What the read functions answer for streamed rows equals the table.
 SELECT count(*) AS differences FROM (
@@ -106,6 +106,13 @@ SELECT row->>'seq' AS seq_of_last_row
 -- decode() describes the stream control messages.
 SELECT jsonb_object_keys(pgrpl.decode(data)) AS key
   FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('c')) m ORDER BY 1;
+-- Inside a stream block a change carries its (sub)transaction's xid first:
+-- decode(message, in_stream => true) reads it.
+SELECT k FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('I') LIMIT 1) m,
+       jsonb_object_keys(pgrpl.decode(m.data, true)) k ORDER BY 1;
+SELECT (pgrpl.decode(m.data, true)->>'xid')::bigint = (pgrpl.decode(s.data)->>'xid')::bigint AS same_xid
+  FROM (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('I') ORDER BY ord LIMIT 1) m,
+       (SELECT data FROM st_msgs WHERE get_byte(data, 0) = ascii('S') ORDER BY ord LIMIT 1) s;
 -- A STREAM COMMIT of a transaction not being streamed, a stream block
 -- inside another: protocol violations (the first names the xid: caught).
 DO $$

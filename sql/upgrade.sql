@@ -144,6 +144,21 @@ SELECT pgrpl.drop_subscription('up');
 DROP PUBLICATION up_pub;
 DROP TABLE up_t, up_u;
 
+-- 2.1 recreates transactions() (its result type changed): a reader role's
+-- EXECUTE on it survives the update, and PUBLIC still has none.
+DROP EXTENSION pgrpl;
+CREATE EXTENSION pgrpl VERSION '2.0';
+CREATE ROLE regress_up_reader NOLOGIN;
+GRANT EXECUTE ON FUNCTION pgrpl.transactions(text, pg_lsn, bigint) TO regress_up_reader;
+ALTER EXTENSION pgrpl UPDATE TO '2.1';
+SELECT has_function_privilege('regress_up_reader', 'pgrpl.transactions(text, pg_lsn, bigint)',
+                              'EXECUTE') AS reader_kept,
+       NOT EXISTS (SELECT FROM pg_proc p, aclexplode(p.proacl) a
+                    WHERE p.oid = 'pgrpl.transactions(text, pg_lsn, bigint)'::regprocedure
+                      AND a.grantee = 0) AS not_public;
+REVOKE EXECUTE ON FUNCTION pgrpl.transactions(text, pg_lsn, bigint) FROM regress_up_reader;
+DROP ROLE regress_up_reader;
+
 -- 1.0 updated to the default version is what a fresh install gives.
 DROP EXTENSION pgrpl;
 CREATE EXTENSION pgrpl VERSION '1.0';

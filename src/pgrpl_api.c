@@ -240,6 +240,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	sub.stop_lsn = PG_ARGISNULL(6) ? InvalidXLogRecPtr : PG_GETARG_LSN(6);
 	retention = PG_NARGS() > 7 ? pgrpl_retention_arg(fcinfo, 7) : NULL;
 	sub.streaming = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ? PG_GETARG_BOOL(8) : true;
+	sub.two_phase = (PG_NARGS() > 9 && !PG_ARGISNULL(9)) ? PG_GETARG_BOOL(9) : false;
 
 	/* Everything that can fail locally is checked before the slot exists. */
 	pgrpl_check_name("subscription", sub.name);
@@ -286,6 +287,8 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 		pgrpl_subscription_set_retention(sub.id, retention);
 	if (PG_NARGS() > 8)
 		pgrpl_subscription_set_streaming(sub.id, sub.streaming);
+	if (PG_NARGS() > 9)
+		pgrpl_subscription_set_two_phase(sub.id, sub.two_phase);
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;

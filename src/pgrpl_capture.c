@@ -171,6 +171,17 @@ pgrpl_current(PgrplCapture *cap)
 	return cap->active ? &cap->txn : cap->stream;
 }
 
+/* The transaction row of a remote transaction not (or never) committed. */
+static void
+pgrpl_uncommitted_row(PgrplRemoteTxn *t, char state, PgrplTxnRow *row)
+{
+	memset(row, 0, sizeof(*row));
+	row->txn_id = t->txn_id;
+	row->state = state;
+	row->has_xid = true;
+	row->xid = t->xid;
+}
+
 /*
  * Before the first row of the current remote transaction: the sink opens
  * what it writes into, and the transaction gets its id.  A streamed one
@@ -188,12 +199,9 @@ pgrpl_capture_open(PgrplCapture *cap)
 	t->txn_id = cap->sink->new_txn_id(cap->sink->arg);
 	if (t->streamed)
 	{
-		PgrplTxnRow row = {0};
+		PgrplTxnRow row;
 
-		row.txn_id = t->txn_id;
-		row.state = PGRPL_TXN_IN_PROGRESS;
-		row.has_xid = true;
-		row.xid = t->xid;
+		pgrpl_uncommitted_row(t, PGRPL_TXN_IN_PROGRESS, &row);
 		cap->sink->transaction(cap->sink->arg, &row);
 	}
 }
@@ -266,6 +274,7 @@ pgrpl_capture_begin(PgrplCapture *cap, LogicalRepBeginData *b)
 	if (cap->active || cap->in_stream)
 		pgrpl_error_inside("BEGIN");
 	cap->active = true;
+	cap->preparing = false;
 	cap->final_lsn = b->final_lsn;
 	pgrpl_remote_txn_reset(&cap->txn, b->xid, false);
 	/* Sent again after a reconnect although we have it: skip it. */
@@ -439,7 +448,7 @@ pgrpl_capture_commit(PgrplCapture *cap, LogicalRepCommitData *c)
 {
 	PgrplTxnRow txn = {0};
 
-	if (!cap->active)
+	if (!cap->active || cap->preparing)
 		pgrpl_error_outside("COMMIT");
 	if (c->commit_lsn != cap->final_lsn)
 		ereport(ERROR,
@@ -529,16 +538,13 @@ pgrpl_capture_stream_stop(PgrplCapture *cap)
 static void
 pgrpl_stream_discard(PgrplCapture *cap, PgrplRemoteTxn *t)
 {
-	PgrplTxnRow row = {0};
+	PgrplTxnRow row;
 
 	if (t->txn_id < 0)
 		return;					/* nothing was written */
 	cap->sink->open(cap->sink->arg);
 	cap->sink->discard(cap->sink->arg, t->txn_id, 1);
-	row.txn_id = t->txn_id;
-	row.state = PGRPL_TXN_ABORTED;
-	row.has_xid = true;
-	row.xid = t->xid;
+	pgrpl_uncommitted_row(t, PGRPL_TXN_ABORTED, &row);
 	cap->sink->finish_transaction(cap->sink->arg, &row);
 }
 
@@ -615,6 +621,183 @@ pgrpl_capture_stream_abort(PgrplCapture *cap, PgrplStreamAbortMsg *m)
 	/* A subtransaction none of whose rows were captured. */
 }
 
+/* ---- two-phase (protocol 3) ---- */
+
+/* The transaction row of a transaction prepared on the primary. */
+static void
+pgrpl_prepared_row(PgrplRemoteTxn *t, LogicalRepPreparedTxnData *p, PgrplTxnRow *row)
+{
+	row->txn_id = t->txn_id;
+	row->state = PGRPL_TXN_PREPARED;
+	row->end_lsn = p->end_lsn;
+	row->has_xid = true;
+	row->xid = t->xid;
+	row->origin = t->has_origin ? t->origin : NULL;
+	row->origin_lsn = t->origin_lsn;
+	row->changes = t->seq;
+	row->gid = p->gid;
+	row->prepare_lsn = p->prepare_lsn;
+	row->prepare_time = p->prepare_time;
+}
+
+/* What a PREPARE, of either kind, ended. */
+static void
+pgrpl_prepare_unit(PgrplCapture *cap, LogicalRepPreparedTxnData *p, int32 changes,
+				   bool streamed)
+{
+	cap->unit_end = p->end_lsn;
+	cap->unit_commit_time = p->prepare_time;
+	cap->unit_changes = changes;
+	/* The transaction counts when it commits. */
+	cap->unit_is_txn = false;
+	cap->unit_streamed = streamed;
+}
+
+/*
+ * BEGIN PREPARE: like BEGIN, for a transaction that ends with PREPARE.  A
+ * prepare LSN before progress does not mean the transaction is here: a
+ * transaction prepared before the slot decoded at PREPARE (before its
+ * two_phase_at) is sent whole at its COMMIT PREPARED, as BEGIN PREPARE ...
+ * PREPARE with its old prepare LSN, then COMMIT PREPARED.  So it is
+ * skipped only if the log holds it, prepared.
+ */
+static void
+pgrpl_capture_begin_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *b)
+{
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("BEGIN PREPARE");
+	cap->active = true;
+	cap->preparing = true;
+	cap->final_lsn = b->prepare_lsn;
+	pgrpl_remote_txn_reset(&cap->txn, b->xid, false);
+	if (b->prepare_lsn < cap->progress)
+	{
+		cap->sink->open(cap->sink->arg);
+		cap->txn.skip = cap->sink->prepared_known(cap->sink->arg, b->gid, b->xid);
+	}
+}
+
+/*
+ * PREPARE: the transaction's rows stay invisible under a row in state 'p'.
+ * A unit of its own: the primary will not send the transaction's changes
+ * again, only its COMMIT or ROLLBACK PREPARED.
+ */
+static PgrplCaptureResult
+pgrpl_capture_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *p)
+{
+	PgrplTxnRow txn = {0};
+
+	if (!cap->active || !cap->preparing)
+		pgrpl_error_outside("PREPARE");
+	if (p->prepare_lsn != cap->final_lsn || p->xid != cap->txn.xid)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("PREPARE of transaction %u at %X/%X does not match BEGIN PREPARE of transaction %u at %X/%X",
+						p->xid, LSN_FORMAT_ARGS(p->prepare_lsn),
+						cap->txn.xid, LSN_FORMAT_ARGS(cap->final_lsn))));
+	cap->active = false;
+	cap->preparing = false;
+	pgrpl_prepare_unit(cap, p, cap->txn.seq, false);
+	/* Sent at its COMMIT PREPARED (see above): progress does not go back. */
+	cap->unit_end = Max(cap->unit_end, cap->progress);
+	if (cap->txn.seq == 0)
+		return PGRPL_CAPTURE_EMPTY_UNIT;	/* skipped or nothing captured */
+
+	pgrpl_prepared_row(&cap->txn, p, &txn);
+	cap->sink->transaction(cap->sink->arg, &txn);
+	return PGRPL_CAPTURE_UNIT;
+}
+
+/* STREAM PREPARE: a streamed transaction ('i') is prepared ('p'). */
+static PgrplCaptureResult
+pgrpl_capture_stream_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *p)
+{
+	PgrplRemoteTxn *t;
+	PgrplTxnRow txn = {0};
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("STREAM PREPARE");
+	t = pgrpl_stream_find(cap, p->xid, "STREAM PREPARE");
+	pgrpl_prepare_unit(cap, p, t->seq, true);
+	/* As at STREAM COMMIT: not expected, but never kept twice. */
+	if (p->prepare_lsn < cap->progress)
+		t->skip = true;
+	if (t->skip || t->seq == 0)
+	{
+		pgrpl_stream_discard(cap, t);
+		pgrpl_stream_forget(cap, t);
+		cap->unit_changes = 0;
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+	}
+	cap->sink->open(cap->sink->arg);
+	pgrpl_prepared_row(t, p, &txn);
+	cap->sink->finish_transaction(cap->sink->arg, &txn);
+	pgrpl_stream_forget(cap, t);
+	return PGRPL_CAPTURE_UNIT;
+}
+
+/*
+ * COMMIT PREPARED: the prepared transaction's row gets its commit, which
+ * makes its rows visible at once.  If there is none (nothing of it was
+ * captured), an empty unit.  A transaction prepared before the slot
+ * decoded at PREPARE comes whole, as BEGIN ... COMMIT, instead.
+ */
+static PgrplCaptureResult
+pgrpl_capture_commit_prepared(PgrplCapture *cap, LogicalRepCommitPreparedTxnData *c)
+{
+	PgrplTxnRow txn = {0};
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("COMMIT PREPARED");
+	cap->unit_end = c->end_lsn;
+	cap->unit_commit_time = c->commit_time;
+	cap->unit_changes = 0;		/* counted at PREPARE */
+	cap->unit_is_txn = true;
+	cap->unit_streamed = false;
+	/* Sent again after a reconnect although we have it. */
+	if (c->commit_lsn < cap->progress)
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+
+	cap->sink->open(cap->sink->arg);
+	txn.state = PGRPL_TXN_COMMITTED;
+	txn.commit_lsn = c->commit_lsn;
+	txn.end_lsn = c->end_lsn;
+	txn.commit_time = c->commit_time;
+	txn.has_xid = true;
+	txn.xid = c->xid;
+	txn.gid = c->gid;
+	if (!cap->sink->finish_prepared(cap->sink->arg, &txn))
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+	return PGRPL_CAPTURE_UNIT;
+}
+
+/* ROLLBACK PREPARED: nothing of the prepared transaction stays. */
+static PgrplCaptureResult
+pgrpl_capture_rollback_prepared(PgrplCapture *cap,
+								LogicalRepRollbackPreparedTxnData *r)
+{
+	PgrplTxnRow txn = {0};
+
+	if (cap->active || cap->in_stream)
+		pgrpl_error_inside("ROLLBACK PREPARED");
+	cap->unit_end = r->rollback_end_lsn;
+	cap->unit_commit_time = r->rollback_time;
+	cap->unit_changes = 0;
+	cap->unit_is_txn = false;
+	cap->unit_streamed = false;
+	if (r->rollback_end_lsn <= cap->progress)
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+
+	cap->sink->open(cap->sink->arg);
+	txn.state = PGRPL_TXN_ABORTED;
+	txn.has_xid = true;
+	txn.xid = r->xid;
+	txn.gid = r->gid;
+	if (!cap->sink->finish_prepared(cap->sink->arg, &txn))
+		return PGRPL_CAPTURE_EMPTY_UNIT;
+	return PGRPL_CAPTURE_UNIT;
+}
+
 /*
  * Capture one decoded message received at "lsn".  RELATION needs catalog
  * access: the caller provides a transaction for it.
@@ -664,6 +847,17 @@ pgrpl_capture_message(PgrplCapture *cap, PgrplMessage *msg, XLogRecPtr lsn)
 		case LOGICAL_REP_MSG_STREAM_ABORT:
 			pgrpl_capture_stream_abort(cap, &msg->u.stream_abort);
 			break;
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+			pgrpl_capture_begin_prepare(cap, &msg->u.prepare);
+			break;
+		case LOGICAL_REP_MSG_PREPARE:
+			return pgrpl_capture_prepare(cap, &msg->u.prepare);
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			return pgrpl_capture_stream_prepare(cap, &msg->u.prepare);
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			return pgrpl_capture_commit_prepared(cap, &msg->u.commit_prepared);
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			return pgrpl_capture_rollback_prepared(cap, &msg->u.rollback_prepared);
 		default:
 			/* The decoder only returns the types above. */
 			elog(ERROR, "unexpected pgoutput message type %d", msg->type);

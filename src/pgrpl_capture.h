@@ -16,6 +16,12 @@
  * step; an abort removes its rows, a subtransaction's abort the rows from
  * that subtransaction's first one on (its later siblings and the parent's
  * later rows come after the abort in the stream).
+ *
+ * Two-phase (protocol 3): a transaction between BEGIN PREPARE and PREPARE
+ * is received like one between BEGIN and COMMIT, a streamed one ends with
+ * STREAM PREPARE; either way PREPARE leaves a transaction row in state 'p'
+ * (invisible).  COMMIT PREPARED and ROLLBACK PREPARED, much later and
+ * possibly in another session, find that row by gid and xid.
  *-------------------------------------------------------------------------
  */
 #ifndef PGRPL_CAPTURE_H
@@ -36,6 +42,14 @@ typedef struct PgrplSink
 	void		(*finish_transaction) (void *arg, const PgrplTxnRow *row);
 	/* Remove the changes of txn_id from seq from_seq on (an abort). */
 	void		(*discard) (void *arg, int64 txn_id, int32 from_seq);
+
+	/*
+	 * COMMIT PREPARED (state 'c') or ROLLBACK PREPARED ('a') of the
+	 * prepared transaction row->gid, row->xid; false if there is none.
+	 */
+	bool		(*finish_prepared) (void *arg, const PgrplTxnRow *row);
+	/* Whether the log holds prepared transaction gid, xid (state 'p'). */
+	bool		(*prepared_known) (void *arg, const char *gid, TransactionId xid);
 	void	   *arg;
 } PgrplSink;
 
@@ -81,9 +95,10 @@ typedef struct PgrplCapture
 	bool		loopback;		/* the primary is this cluster */
 	XLogRecPtr	progress;		/* units ending before this are here already */
 
-	/* The remote transaction between BEGIN and COMMIT. */
+	/* The remote transaction between BEGIN and COMMIT (or PREPARE). */
 	bool		active;
-	XLogRecPtr	final_lsn;
+	bool		preparing;		/* it began with BEGIN PREPARE */
+	XLogRecPtr	final_lsn;		/* its commit's (or prepare's) LSN */
 	PgrplRemoteTxn txn;
 
 	/* Streamed transactions not yet committed or aborted, by xid. */
@@ -96,7 +111,8 @@ typedef struct PgrplCapture
 	XLogRecPtr	unit_end;
 	TimestampTz unit_commit_time;
 	int64		unit_changes;
-	bool		unit_is_txn;	/* false: a non-transactional message */
+	bool		unit_is_txn;	/* a transaction committed (not a message,
+								 * PREPARE or ROLLBACK PREPARED) */
 	bool		unit_streamed;
 
 	/* For error context: the relation being captured, or NULL. */

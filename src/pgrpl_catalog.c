@@ -31,7 +31,8 @@
  */
 #define SUB_COLUMNS "s.sub_id, s.sub_name, s.enabled, s.conninfo, s.publications, s.slot_name, " \
 	"s.stop_lsn, s.system_identifier, s.start_lsn, " \
-	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'streaming')::pg_catalog.bool, true)"
+	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'streaming')::pg_catalog.bool, true), " \
+	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'two_phase')::pg_catalog.bool, false)"
 
 static char *
 pgrpl_spi_text(HeapTuple tup, TupleDesc desc, int col)
@@ -67,6 +68,7 @@ pgrpl_subscription_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext cxt)
 	sub->system_identifier = pgrpl_spi_text(tup, desc, 8);
 	sub->start_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 9, &isnull));
 	sub->streaming = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+	sub->two_phase = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 	return sub;
 }
@@ -209,6 +211,23 @@ pgrpl_subscription_set_streaming(int32 id, bool streaming)
 
 	SPI_connect();
 	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET streaming = $2 WHERE sub_id = $1",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update pgrpl.subscription");
+	SPI_finish();
+}
+
+/*
+ * Whether the worker asks the primary to decode prepared transactions at
+ * PREPARE.  Set at creation only: a slot's two_phase cannot be turned off.
+ */
+void
+pgrpl_subscription_set_two_phase(int32 id, bool two_phase)
+{
+	Oid			argtypes[2] = {INT4OID, BOOLOID};
+	Datum		args[2] = {Int32GetDatum(id), BoolGetDatum(two_phase)};
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET two_phase = $2 WHERE sub_id = $1",
 							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update pgrpl.subscription");
 	SPI_finish();

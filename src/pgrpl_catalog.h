@@ -22,6 +22,7 @@ typedef struct PgrplSubscription
 	char	   *system_identifier;
 	XLogRecPtr	start_lsn;
 	bool		streaming;		/* ask for in-progress transactions (14+) */
+	bool		two_phase;		/* decode prepared transactions at PREPARE (15+) */
 } PgrplSubscription;
 
 extern PgrplSubscription *pgrpl_subscription_get(const char *name, bool missing_ok);
@@ -32,6 +33,7 @@ extern void pgrpl_subscription_update(PgrplSubscription *sub);
 extern void pgrpl_subscription_delete(int32 id);
 extern void pgrpl_subscription_set_retention(int32 id, Interval *retention);
 extern void pgrpl_subscription_set_streaming(int32 id, bool streaming);
+extern void pgrpl_subscription_set_two_phase(int32 id, bool two_phase);
 
 /* What the launcher should do with a subscription's worker, at end of xact. */
 typedef enum PgrplWorkerAction

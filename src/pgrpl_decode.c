@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * pgrpl_decode.c
- *		Parse one pgoutput message (protocol versions 1 to 4).
+ *		Parse one pgoutput message (protocol versions 1 to 4, two-phase
+ *		messages included).
  *
  * The server's own logicalrep_read_* readers do the parsing where they
  * exist.  They trust the lengths and counts they read: logicalrep_read_tuple
@@ -18,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
@@ -62,6 +64,16 @@ pgrpl_message_type_name(LogicalRepMsgType type)
 			return "STREAM COMMIT";
 		case LOGICAL_REP_MSG_STREAM_ABORT:
 			return "STREAM ABORT";
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+			return "BEGIN PREPARE";
+		case LOGICAL_REP_MSG_PREPARE:
+			return "PREPARE";
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			return "COMMIT PREPARED";
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			return "ROLLBACK PREPARED";
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			return "STREAM PREPARE";
 		default:
 			return NULL;
 	}
@@ -341,6 +353,29 @@ pgrpl_prescan(StringInfo in, LogicalRepMsgType type, const char *what,
 			pgrpl_scan_need(&s, n);
 			s.pos += n;
 			break;
+
+			/*
+			 * Two-phase (protocol 3).  The gid goes into a GIDSIZE buffer
+			 * with strlcpy: a longer one would be cut silently, so it is
+			 * refused here.
+			 */
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+			pgrpl_scan_need(&s, 8 + 8 + 8 + 4); /* lsns, time, xid */
+			s.pos += 28;
+			pgrpl_scan_string(&s, GIDSIZE);
+			break;
+		case LOGICAL_REP_MSG_PREPARE:
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			pgrpl_scan_need(&s, 1 + 8 + 8 + 8 + 4); /* flags, lsns, time, xid */
+			s.pos += 29;
+			pgrpl_scan_string(&s, GIDSIZE);
+			break;
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			pgrpl_scan_need(&s, 1 + 8 + 8 + 8 + 8 + 4); /* flags, lsns, times, xid */
+			s.pos += 37;
+			pgrpl_scan_string(&s, GIDSIZE);
+			break;
 		default:
 			Assert(false);
 	}
@@ -372,7 +407,7 @@ pgrpl_decode_message(StringInfo in, PgrplMessage *msg, bool in_stream)
 				 errmsg("invalid pgoutput message type \"%c\" (0x%02x)",
 						isprint((unsigned char) msg->type) ? msg->type : '?',
 						(unsigned char) msg->type),
-				 errdetail("Two-phase messages are not requested by pgrpl.")));
+				 errdetail("pgrpl knows the message types of pgoutput protocol versions 1 to 4.")));
 	in->cursor++;
 	stream_xid = in_stream && pgrpl_message_has_stream_xid(msg->type);
 
@@ -531,6 +566,81 @@ pgrpl_decode_stream(StringInfo in, PgrplMessage *msg)
 	}
 }
 
+/* The LSNs a two-phase message carries: set, and its end after its start. */
+static void
+pgrpl_check_lsns(const char *what, XLogRecPtr start, XLogRecPtr end)
+{
+	if (XLogRecPtrIsInvalid(start) || end <= start)
+		pgrpl_protocol_error(what, "Invalid LSN or end LSN.");
+}
+
+/*
+ * The two-phase messages (protocol 3), read by the server's readers; the
+ * pre-scan checked the lengths and the gid.  A transaction id of 0 would
+ * not find its prepared transaction again.
+ */
+static void
+pgrpl_decode_twophase(StringInfo in, PgrplMessage *msg)
+{
+	const char *what = pgrpl_message_type_name(msg->type);
+
+	switch (msg->type)
+	{
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+		case LOGICAL_REP_MSG_PREPARE:
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			{
+				LogicalRepPreparedTxnData *p = &msg->u.prepare;
+
+				if (msg->type == LOGICAL_REP_MSG_BEGIN_PREPARE)
+					logicalrep_read_begin_prepare(in, p);
+				else if (msg->type == LOGICAL_REP_MSG_PREPARE)
+					logicalrep_read_prepare(in, p);
+				else
+					logicalrep_read_stream_prepare(in, p);
+				pgrpl_check_lsns(what, p->prepare_lsn, p->end_lsn);
+				pgrpl_check_commit_time(p->prepare_time);
+				if (!TransactionIdIsValid(p->xid))
+					pgrpl_protocol_error(what, "Invalid transaction id 0.");
+				break;
+			}
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			{
+				LogicalRepCommitPreparedTxnData *c = &msg->u.commit_prepared;
+
+				logicalrep_read_commit_prepared(in, c);
+				pgrpl_check_lsns(what, c->commit_lsn, c->end_lsn);
+				pgrpl_check_commit_time(c->commit_time);
+				if (!TransactionIdIsValid(c->xid))
+					pgrpl_protocol_error(what, "Invalid transaction id 0.");
+				break;
+			}
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			{
+				LogicalRepRollbackPreparedTxnData *r = &msg->u.rollback_prepared;
+
+				logicalrep_read_rollback_prepared(in, r);
+
+				/*
+				 * The prepare's end and time are 0 when the walsender did
+				 * not decode the prepare in this session (e.g. it started
+				 * after it): only the rollback's own are checked.
+				 */
+				if (XLogRecPtrIsInvalid(r->rollback_end_lsn) ||
+					r->rollback_end_lsn <= r->prepare_end_lsn)
+					pgrpl_protocol_error(what, "Invalid LSN or end LSN.");
+				if (r->prepare_time != 0)
+					pgrpl_check_commit_time(r->prepare_time);
+				pgrpl_check_commit_time(r->rollback_time);
+				if (!TransactionIdIsValid(r->xid))
+					pgrpl_protocol_error(what, "Invalid transaction id 0.");
+				break;
+			}
+		default:
+			Assert(false);
+	}
+}
+
 static void
 pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 {
@@ -569,6 +679,13 @@ pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 		case LOGICAL_REP_MSG_STREAM_COMMIT:
 		case LOGICAL_REP_MSG_STREAM_ABORT:
 			pgrpl_decode_stream(in, msg);
+			break;
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+		case LOGICAL_REP_MSG_PREPARE:
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			pgrpl_decode_twophase(in, msg);
 			break;
 		default:
 			Assert(false);

@@ -89,6 +89,10 @@ typedef struct PgrplMessage
 		PgrplStreamStartMsg stream_start;
 		PgrplStreamCommitMsg stream_commit;
 		PgrplStreamAbortMsg stream_abort;
+		/* BEGIN PREPARE, PREPARE, STREAM PREPARE (protocol 3) */
+		LogicalRepPreparedTxnData prepare;
+		LogicalRepCommitPreparedTxnData commit_prepared;
+		LogicalRepRollbackPreparedTxnData rollback_prepared;
 	}			u;
 } PgrplMessage;
 

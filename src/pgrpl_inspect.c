@@ -117,6 +117,8 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 {
 	appendStringInfoChar(out, '{');
 	pgrpl_jsonout_str(out, "type", pgrpl_message_type_name(msg->type));
+	if (TransactionIdIsValid(msg->xid))
+		pgrpl_jsonout_int(out, "xid", msg->xid);
 	switch (msg->type)
 	{
 		case LOGICAL_REP_MSG_BEGIN:
@@ -177,17 +179,45 @@ pgrpl_describe(StringInfo out, PgrplMessage *msg)
 				pgrpl_jsonout_time(out, "abort_time", msg->u.stream_abort.abort_time);
 			}
 			break;
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+		case LOGICAL_REP_MSG_PREPARE:
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			pgrpl_jsonout_lsn(out, "prepare_lsn", msg->u.prepare.prepare_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.prepare.end_lsn);
+			pgrpl_jsonout_time(out, "prepare_time", msg->u.prepare.prepare_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.prepare.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.prepare.gid);
+			break;
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			pgrpl_jsonout_lsn(out, "commit_lsn", msg->u.commit_prepared.commit_lsn);
+			pgrpl_jsonout_lsn(out, "end_lsn", msg->u.commit_prepared.end_lsn);
+			pgrpl_jsonout_time(out, "commit_time", msg->u.commit_prepared.commit_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.commit_prepared.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.commit_prepared.gid);
+			break;
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			pgrpl_jsonout_lsn(out, "prepare_end_lsn", msg->u.rollback_prepared.prepare_end_lsn);
+			pgrpl_jsonout_lsn(out, "rollback_end_lsn", msg->u.rollback_prepared.rollback_end_lsn);
+			pgrpl_jsonout_time(out, "prepare_time", msg->u.rollback_prepared.prepare_time);
+			pgrpl_jsonout_time(out, "rollback_time", msg->u.rollback_prepared.rollback_time);
+			pgrpl_jsonout_int(out, "xid", msg->u.rollback_prepared.xid);
+			pgrpl_jsonout_str(out, "gid", msg->u.rollback_prepared.gid);
+			break;
 		default:
 			elog(ERROR, "unexpected pgoutput message type %d", msg->type);
 	}
 	appendStringInfoChar(out, '}');
 }
 
-/* pgrpl.decode(message bytea) RETURNS jsonb */
+/*
+ * pgrpl.decode(message bytea [, in_stream boolean]) RETURNS jsonb;
+ * in_stream: the message came between STREAM START and STREAM STOP.
+ */
 Datum
 pgrpl_decode_sql(PG_FUNCTION_ARGS)
 {
 	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
+	bool		in_stream = PG_NARGS() > 1 && PG_GETARG_BOOL(1);
 	StringInfoData in;
 	StringInfoData out;
 	PgrplMessage msg;
@@ -211,7 +241,7 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 		(void) SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		pgrpl_decode_message(&in, &msg, false);
+		pgrpl_decode_message(&in, &msg, in_stream);
 	}
 	PG_FINALLY();
 	{

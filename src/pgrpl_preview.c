@@ -202,6 +202,11 @@ pgrpl_preview_txn_row(void *arg, const PgrplTxnRow *t, const char *kind)
 		pgrpl_jsonout_int(&out, "xid", t->xid);
 	pgrpl_jsonout_str(&out, "origin", t->origin);
 	pgrpl_jsonout_int(&out, "changes", t->changes);
+	if (t->gid != NULL)
+	{
+		pgrpl_jsonout_str(&out, "gid", t->gid);
+		pgrpl_preview_lsn(&out, "prepare_lsn", t->prepare_lsn);
+	}
 	pgrpl_preview_emit(arg, &out);
 }
 
@@ -216,6 +221,35 @@ static void
 pgrpl_preview_finish_transaction(void *arg, const PgrplTxnRow *t)
 {
 	pgrpl_preview_txn_row(arg, t, "transaction update");
+}
+
+/*
+ * COMMIT or ROLLBACK PREPARED: shown with the gid it looks for; the preview
+ * has no log to find the prepared transaction in.
+ */
+static bool
+pgrpl_preview_finish_prepared(void *arg, const PgrplTxnRow *t)
+{
+	StringInfoData out;
+	char		state[2] = {t->state, '\0'};
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	pgrpl_jsonout_str(&out, "kind", "prepared update");
+	pgrpl_jsonout_str(&out, "gid", t->gid);
+	pgrpl_jsonout_int(&out, "xid", t->xid);
+	pgrpl_jsonout_str(&out, "state", state);
+	pgrpl_preview_lsn(&out, "commit_lsn", t->commit_lsn);
+	pgrpl_preview_lsn(&out, "end_lsn", t->end_lsn);
+	pgrpl_preview_emit(arg, &out);
+	return true;
+}
+
+/* The preview has no log: nothing is known prepared. */
+static bool
+pgrpl_preview_prepared_known(void *arg, const char *gid, TransactionId xid)
+{
+	return false;
 }
 
 static void
@@ -263,7 +297,9 @@ pgrpl_capture_preview(PG_FUNCTION_ARGS)
 		.change = pgrpl_preview_change,
 		.transaction = pgrpl_preview_transaction,
 		.finish_transaction = pgrpl_preview_finish_transaction,
-		.discard = pgrpl_preview_discard
+		.discard = pgrpl_preview_discard,
+		.finish_prepared = pgrpl_preview_finish_prepared,
+		.prepared_known = pgrpl_preview_prepared_known
 	};
 	PgrplPreview p = {0};
 	PgrplCapture cap = {0};

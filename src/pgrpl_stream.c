@@ -330,9 +330,12 @@ pgrpl_publication_names_literal(List *publications)
  * with streaming 'parallel', the only way to have STREAM ABORT carry the
  * abort's LSN and time (the walsender does nothing else differently for
  * it: how the changes are applied is the subscriber's business).
+ * two_phase needs protocol 3 (15+): before 15 it is not asked for, and
+ * prepared transactions arrive at COMMIT PREPARED as ordinary ones.
  */
 void
-pgrpl_protocol_choose(int server_version, bool streaming, PgrplProtocol *proto)
+pgrpl_protocol_choose(int server_version, bool streaming, bool two_phase,
+					  PgrplProtocol *proto)
 {
 	memset(proto, 0, sizeof(*proto));
 	proto->server_version = server_version;
@@ -348,13 +351,20 @@ pgrpl_protocol_choose(int server_version, bool streaming, PgrplProtocol *proto)
 			proto->abort_info = true;
 		}
 	}
+	if (two_phase && server_version >= 150000)
+	{
+		proto->two_phase = true;
+		proto->proto_version = Max(proto->proto_version, 3);
+	}
 }
 
 /*
  * START_REPLICATION with the options of "proto".  PG15's
  * WalRcvStreamOptions has no messages field, so the command is sent with
  * walrcv_exec, which leaves the connection in COPY BOTH mode for
- * walrcv_receive/walrcv_send.
+ * walrcv_receive/walrcv_send.  With two_phase 'on', a PG15+ walsender turns
+ * two_phase on for the slot if it is not yet (from this start point on:
+ * transactions prepared before it arrive at COMMIT PREPARED, whole).
  */
 void
 pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
@@ -379,13 +389,14 @@ pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
 	walrcv_clear_result(res);
 
 	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
-				   "(proto_version '%d', publication_names %s%s%s)",
+				   "(proto_version '%d', publication_names %s%s%s%s)",
 				   quote_identifier(slotname), LSN_FORMAT_ARGS(startpos),
 				   proto->proto_version,
 				   pgrpl_publication_names_literal(publications),
 				   proto->messages ? ", messages 'true'" : "",
 				   !proto->streaming ? "" :
-				   proto->abort_info ? ", streaming 'parallel'" : ", streaming 'on'");
+				   proto->abort_info ? ", streaming 'parallel'" : ", streaming 'on'",
+				   proto->two_phase ? ", two_phase 'on'" : "");
 	res = walrcv_exec(conn, cmd, 0, NULL);
 	if (res->status != WALRCV_OK_COPY_BOTH)
 		ereport(ERROR,

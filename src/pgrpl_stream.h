@@ -38,10 +38,11 @@ typedef struct PgrplProtocol
 	bool		messages;		/* logical messages (14+) */
 	bool		streaming;		/* in-progress transactions streamed (14+) */
 	bool		abort_info;		/* STREAM ABORT carries LSN and time (16+) */
+	bool		two_phase;		/* prepared transactions decoded at PREPARE (15+) */
 } PgrplProtocol;
 
 extern void pgrpl_protocol_choose(int server_version, bool streaming,
-								  PgrplProtocol *proto);
+								  bool two_phase, PgrplProtocol *proto);
 extern void pgrpl_stream_load(void);
 extern void pgrpl_check_conninfo(const char *conninfo);
 extern char *pgrpl_mask_conninfo_str(const char *conninfo);

@@ -184,6 +184,18 @@ pgrpl_sink_discard(void *arg, int64 txn_id, int32 from_seq)
 	pgrpl_writer_discard_changes(txn_id, from_seq);
 }
 
+static bool
+pgrpl_sink_finish_prepared(void *arg, const PgrplTxnRow *row)
+{
+	return pgrpl_writer_finish_prepared(row);
+}
+
+static bool
+pgrpl_sink_prepared_known(void *arg, const char *gid, TransactionId xid)
+{
+	return pgrpl_writer_prepared_known(gid, xid);
+}
+
 static const PgrplSink pgrpl_worker_sink = {
 	.open = pgrpl_sink_open,
 	.new_txn_id = pgrpl_sink_new_txn_id,
@@ -192,6 +204,8 @@ static const PgrplSink pgrpl_worker_sink = {
 	.transaction = pgrpl_sink_transaction,
 	.finish_transaction = pgrpl_sink_finish_transaction,
 	.discard = pgrpl_sink_discard,
+	.finish_prepared = pgrpl_sink_finish_prepared,
+	.prepared_known = pgrpl_sink_prepared_known,
 	.arg = NULL
 };
 
@@ -510,7 +524,7 @@ pgrpl_session(void)
 	pgrpl_relmap_set_loopback(W.loopback);
 	pgrpl_capture_init(&W.cap, &pgrpl_worker_sink, W.loopback, W.progress);
 	pgrpl_protocol_choose(walrcv_server_version(W.conn), W.sub->streaming,
-						  &W.proto);
+						  W.sub->two_phase, &W.proto);
 	pgrpl_worker_note_protocol(W.proto.proto_version);
 	pgrpl_worker_note_streams(0);
 	pgrpl_group_reset();
@@ -922,12 +936,16 @@ static void
 pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn,
 				bool streamed)
 {
-	W.group_end = end;
+	/*
+	 * Never back: a transaction prepared before the slot decoded at PREPARE
+	 * is sent at its COMMIT PREPARED with its PREPARE's old end.
+	 */
+	W.group_end = Max(W.group_end, end);
 	W.group_commit_time = commit_time;
 	W.group_units += txn ? 1 : 0;
 	W.group_streamed += streamed ? 1 : 0;
 	W.group_changes += changes;
-	W.seen_end = end;
+	W.seen_end = Max(W.seen_end, end);
 	if (!XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
 		W.group_units >= PGRPL_GROUP_MAX_UNITS ||
 		W.group_changes >= PGRPL_GROUP_MAX_CHANGES ||
@@ -945,7 +963,9 @@ pgrpl_unit_done(XLogRecPtr end, TimestampTz commit_time, int64 changes, bool txn
  * changed (alter_subscription, set_stop_lsn) are noticed at every BEGIN and
  * COMMIT, so that no transaction committed here after the change was
  * decided with the old settings; a unit that ends past stop_lsn is not
- * captured (the open one is aborted with its local transaction).
+ * captured (the open one is aborted with its local transaction).  The
+ * two-phase messages that end a unit (PREPARE, STREAM PREPARE, COMMIT and
+ * ROLLBACK PREPARED) are treated like COMMIT, BEGIN PREPARE like BEGIN.
  */
 static bool
 pgrpl_session_ends_at(PgrplMessage *msg)
@@ -972,6 +992,36 @@ pgrpl_session_ends_at(PgrplMessage *msg)
 				return true;
 			return !XLogRecPtrIsInvalid(stop) &&
 				msg->u.stream_commit.commit.end_lsn > stop;
+		case LOGICAL_REP_MSG_BEGIN_PREPARE:
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) && msg->u.prepare.prepare_lsn >= stop;
+		case LOGICAL_REP_MSG_PREPARE:
+			if (!W.cap.active || !W.cap.preparing)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) && msg->u.prepare.end_lsn > stop;
+		case LOGICAL_REP_MSG_STREAM_PREPARE:
+			if (W.cap.active || W.cap.in_stream)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) && msg->u.prepare.end_lsn > stop;
+		case LOGICAL_REP_MSG_COMMIT_PREPARED:
+			if (W.cap.active || W.cap.in_stream)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) &&
+				msg->u.commit_prepared.end_lsn > stop;
+		case LOGICAL_REP_MSG_ROLLBACK_PREPARED:
+			if (W.cap.active || W.cap.in_stream)
+				return false;	/* the capture module reports the error */
+			if (pgrpl_restart_pending())
+				return true;
+			return !XLogRecPtrIsInvalid(stop) &&
+				msg->u.rollback_prepared.rollback_end_lsn > stop;
 		case LOGICAL_REP_MSG_MESSAGE:
 			return !msg->u.message.transactional && !W.cap.active && !W.cap.in_stream &&
 				msg->u.message.lsn > W.progress &&
@@ -1019,6 +1069,7 @@ pgrpl_apply_message(StringInfo payload)
 		if (!W.local_open)
 			pgrpl_worker_set_caught_up(W.seen_end);
 	}
+	pgrpl_worker_note_streams(W.cap.nstreams);
 	return false;
 }
 

@@ -48,7 +48,8 @@ enum
 enum
 {
 	TX_SUB_ID, TX_CHANGES, TX_TXN_ID, TX_COMMIT_LSN, TX_END_LSN, TX_XID,
-	TX_COMMIT_TIME, TX_ORIGIN_LSN, TX_STATE, TX_ORIGIN, TX_NATTS
+	TX_COMMIT_TIME, TX_ORIGIN_LSN, TX_STATE, TX_ORIGIN, TX_GID, TX_PREPARE_LSN,
+	TX_PREPARE_TIME, TX_NATTS
 };
 
 /* txn_ids of one partition: [part << 32, (part + 1) << 32) */
@@ -232,9 +233,14 @@ pgrpl_writer_session_start(int32 subid)
 	part_changes = rows;
 
 	/* The end of the last unit the log holds (see the header comment). */
-	if (pgrpl_spi_int8("SELECT t.end_lsn FROM pgrpl.transaction t"
-					   " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.commit_lsn IS NOT NULL"
-					   " ORDER BY t.commit_lsn DESC LIMIT 1",
+	if (pgrpl_spi_int8("SELECT pg_catalog.max(x) FROM ("
+					   " (SELECT t.end_lsn FROM pgrpl.transaction t"
+					   "   WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.commit_lsn IS NOT NULL"
+					   "   ORDER BY t.commit_lsn DESC LIMIT 1)"
+					   " UNION ALL"
+					   /* a PREPARE is a unit too */
+					   " SELECT pg_catalog.max(t.end_lsn) FROM pgrpl.transaction t"
+					   "   WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'p') m(x)",
 					   1, argtypes, args, &max_id))
 		logged_end = (XLogRecPtr) max_id;
 	/* Last: a failure above leaves it unknown, to be learned again. */
@@ -595,6 +601,11 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 	nulls[TX_ORIGIN_LSN] = (row->origin == NULL);
 	values[TX_STATE] = CharGetDatum(row->state);
 	values[TX_ORIGIN] = pgrpl_text_or_null(row->origin, &nulls[TX_ORIGIN]);
+	values[TX_GID] = pgrpl_text_or_null(row->gid, &nulls[TX_GID]);
+	values[TX_PREPARE_LSN] = LSNGetDatum(row->prepare_lsn);
+	nulls[TX_PREPARE_LSN] = (row->gid == NULL);
+	values[TX_PREPARE_TIME] = TimestampTzGetDatum(row->prepare_time);
+	nulls[TX_PREPARE_TIME] = (row->gid == NULL);
 
 	pgrpl_target_insert(&leaves->txn, values, nulls);
 }
@@ -609,10 +620,10 @@ void
 pgrpl_writer_finish_transaction(const PgrplTxnRow *row)
 {
 	PgrplLeaves *leaves;
-	Oid			argtypes[9] = {INT8OID, CHAROID, LSNOID, LSNOID, TIMESTAMPTZOID,
-	TEXTOID, LSNOID, INT4OID, INT8OID};
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[12] = {INT8OID, CHAROID, LSNOID, LSNOID, TIMESTAMPTZOID,
+	TEXTOID, LSNOID, INT4OID, INT8OID, TEXTOID, LSNOID, TIMESTAMPTZOID};
+	Datum		args[12];
+	char		nulls[12] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char	   *sql;
 
 	Assert(writer.active);
@@ -635,18 +646,114 @@ pgrpl_writer_finish_transaction(const PgrplTxnRow *row)
 	nulls[6] = row->origin ? ' ' : 'n';
 	args[7] = Int32GetDatum(row->changes);
 	args[8] = Int64GetDatum((int64) row->xid);
+	/* A streamed transaction that was prepared (STREAM PREPARE). */
+	args[9] = row->gid ? CStringGetTextDatum(row->gid) : (Datum) 0;
+	nulls[9] = row->gid ? ' ' : 'n';
+	args[10] = LSNGetDatum(row->prepare_lsn);
+	nulls[10] = row->gid ? ' ' : 'n';
+	args[11] = TimestampTzGetDatum(row->prepare_time);
+	nulls[11] = row->gid ? ' ' : 'n';
 	sql = psprintf("UPDATE pgrpl.%s SET state = $2, commit_lsn = $3, end_lsn = $4,"
-				   " commit_time = $5, origin = $6, origin_lsn = $7, changes = $8"
+				   " commit_time = $5, origin = $6, origin_lsn = $7, changes = $8,"
+				   " gid = $10, prepare_lsn = $11, prepare_time = $12"
 				   " WHERE txn_id OPERATOR(pg_catalog.=) $1 AND xid OPERATOR(pg_catalog.=) $9"
 				   " AND state OPERATOR(pg_catalog.=) 'i'",
 				   quote_identifier(RelationGetRelationName(leaves->txn.rel)));
 	SPI_connect();
-	if (SPI_execute_with_args(sql, 9, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_with_args(sql, 12, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update pgrpl.transaction");
 	if (SPI_processed != 1)
 		elog(ERROR, "transaction row " INT64_FORMAT " of a streamed transaction is missing",
 			 row->txn_id);
 	SPI_finish();
+}
+
+/*
+ * COMMIT PREPARED (row->state 'c': commit_lsn, end_lsn, commit_time) or
+ * ROLLBACK PREPARED ('a': the changes are removed) of the prepared
+ * transaction row->gid, row->xid.  It is found through the parent table
+ * and the index of prepared transactions: its txn_id is known only to the
+ * session that received its PREPARE, and this is rare enough for SQL.
+ * False when there is none: its PREPARE was empty, filtered or before the
+ * slot decoded at PREPARE, or it was finished already.
+ */
+bool
+pgrpl_writer_finish_prepared(const PgrplTxnRow *row)
+{
+	Oid			argtypes[7] = {INT4OID, TEXTOID, INT8OID, CHAROID, LSNOID, LSNOID,
+	TIMESTAMPTZOID};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		txn_id = -1;
+	bool		found;
+
+	Assert(writer.active);
+	Assert(row->gid != NULL);
+	/* The prepared row may still be in a batch of this transaction. */
+	for (int i = 0; i < writer.nleaves; i++)
+	{
+		pgrpl_target_flush(&writer.leaves[i]->txn);
+		pgrpl_target_flush(&writer.leaves[i]->change);
+	}
+	CommandCounterIncrement();
+
+	args[0] = Int32GetDatum(writer_subid);
+	args[1] = CStringGetTextDatum(row->gid);
+	args[2] = Int64GetDatum((int64) row->xid);
+	args[3] = CharGetDatum(row->state);
+	args[4] = LSNGetDatum(row->commit_lsn);
+	nulls[4] = XLogRecPtrIsInvalid(row->commit_lsn) ? 'n' : ' ';
+	args[5] = LSNGetDatum(row->end_lsn);
+	nulls[5] = XLogRecPtrIsInvalid(row->end_lsn) ? 'n' : ' ';
+	args[6] = TimestampTzGetDatum(row->commit_time);
+	nulls[6] = (row->commit_time == 0) ? 'n' : ' ';
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE pgrpl.transaction t SET state = $4,"
+							  " commit_lsn = $5, end_lsn = COALESCE($6, t.end_lsn), commit_time = $7"
+							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'p'"
+							  "   AND t.gid OPERATOR(pg_catalog.=) $2 AND t.xid OPERATOR(pg_catalog.=) $3"
+							  " RETURNING t.txn_id",
+							  7, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not update pgrpl.transaction");
+	if (SPI_processed > 1)
+		elog(ERROR, "prepared transaction \"%s\" is in the change log more than once",
+			 row->gid);
+	found = (SPI_processed == 1);
+	if (found)
+	{
+		bool		isnull;
+
+		txn_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	CommandCounterIncrement();
+	if (found && row->state == PGRPL_TXN_ABORTED)
+		pgrpl_writer_discard_changes(txn_id, 1);
+	return found;
+}
+
+/* Whether the log holds the prepared transaction gid, xid (state 'p'). */
+bool
+pgrpl_writer_prepared_known(const char *gid, TransactionId xid)
+{
+	Oid			argtypes[3] = {INT4OID, TEXTOID, INT8OID};
+	Datum		args[3];
+	int64		found = 0;
+
+	Assert(writer.active);
+	for (int i = 0; i < writer.nleaves; i++)
+		pgrpl_target_flush(&writer.leaves[i]->txn);
+	CommandCounterIncrement();
+	args[0] = Int32GetDatum(writer_subid);
+	args[1] = CStringGetTextDatum(gid);
+	args[2] = Int64GetDatum((int64) xid);
+	(void) pgrpl_spi_int8("SELECT 1 FROM pgrpl.transaction t"
+						  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'p'"
+						  "   AND t.gid OPERATOR(pg_catalog.=) $2 AND t.xid OPERATOR(pg_catalog.=) $3",
+						  3, argtypes, args, &found);
+	return found == 1;
 }
 
 /*

@@ -29,9 +29,13 @@
 #define PGRPL_TXN_MESSAGE		'm'	/* a non-transactional message, visible */
 #define PGRPL_TXN_IN_PROGRESS	'i'	/* rows written, no commit yet: invisible */
 #define PGRPL_TXN_ABORTED		'a'	/* never committed: invisible, reclaimable */
+#define PGRPL_TXN_PREPARED		'p'	/* prepared on the primary: invisible */
 
-/* The storage layout this library writes (pgrpl.storage_version()). */
-#define PGRPL_STORAGE_VERSION	2
+/*
+ * The storage layout this library writes (pgrpl.storage_version()): 3 is
+ * 2.0's with the two-phase columns of pgrpl.transaction (extension 2.1).
+ */
+#define PGRPL_STORAGE_VERSION	3
 
 typedef struct PgrplChangeRow
 {
@@ -62,6 +66,9 @@ typedef struct PgrplTxnRow
 	const char *origin;			/* NULL if none */
 	XLogRecPtr	origin_lsn;
 	int32		changes;
+	const char *gid;			/* a prepared transaction's, or NULL */
+	XLogRecPtr	prepare_lsn;	/* with gid */
+	TimestampTz prepare_time;	/* with gid */
 } PgrplTxnRow;
 
 /* One version of a remote relation, as the stream described it. */
@@ -87,6 +94,8 @@ extern void pgrpl_writer_insert_change(const PgrplChangeRow *row);
 extern void pgrpl_writer_insert_transaction(const PgrplTxnRow *row);
 extern void pgrpl_writer_finish_transaction(const PgrplTxnRow *row);
 extern void pgrpl_writer_discard_changes(int64 txn_id, int32 from_seq);
+extern bool pgrpl_writer_finish_prepared(const PgrplTxnRow *row);
+extern bool pgrpl_writer_prepared_known(const char *gid, TransactionId xid);
 extern void pgrpl_writer_abort_in_progress(void);
 extern void pgrpl_writer_end(void);
 extern void pgrpl_writer_apply_retention(void);

@@ -24,6 +24,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use PgrplTest;
 
+# The subscription does not ask for streaming: the large transactions are
+# spilled to disk by the walsender and sent at commit (t/006_faults_kill9
+# and t/023 crash streamed ones).
 my $primary = pgrpl_init_primary('primary',
 	conf => "logical_decoding_work_mem = '64kB'\n");
 # restart_after_crash: a SIGKILLed worker makes the postmaster reinitialize.
@@ -125,7 +128,7 @@ $primary->safe_psql(
 });
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], streaming => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 
 # ------------------------------------------------------- the workload --
@@ -456,11 +459,14 @@ is( $sub->safe_psql(
 	SELECT count(*) FROM pgrpl.transaction t
 	 WHERE t.changes <> (SELECT count(*) FROM pgrpl.change c
 	                      WHERE c.sub_id = t.sub_id AND c.txn_id = t.txn_id)
-	    -- 'a': a streamed transaction cut by a crash round, sent again whole
-	    -- (pgrpl_writer_abort_in_progress): no changes, no commit
 	    OR (t.state <> 'a' AND (t.changes < 1 OR t.end_lsn <= t.commit_lsn))}),
 	'0',
 	'pgrpl.transaction.changes matches the change rows of each transaction');
+# A large transaction streamed when a crash came is sent again from its
+# start: the rows written of it before are deleted and its row says 'a'.
+is( $sub->safe_psql(
+		'postgres', q{SELECT count(*) FROM pgrpl.transaction WHERE state NOT IN ('c', 'm', 'a')}),
+	'0', 'no transaction is left in progress');
 is( $sub->safe_psql(
 		'postgres', q{
 	SELECT count(*) FROM pgrpl.change c

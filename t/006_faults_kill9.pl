@@ -32,7 +32,10 @@ my $seed = $ENV{PGRPL_TEST_SEED} // (time() ^ $$) % 1000000;
 srand($seed);
 note "random seed $seed (set PGRPL_TEST_SEED=$seed to replay)";
 
-my $primary = pgrpl_init_primary('primary');
+# The large transactions are streamed while they run (protocol 2): kills
+# land inside streamed transactions and during their commit too.
+my $primary = pgrpl_init_primary('primary',
+	conf => "logical_decoding_work_mem = '256kB'\n");
 # A lazy WAL writer leaves the worker's asynchronous commits unwritten for
 # longer, so kills lose some of them and the primary must send them again
 # (they were never reported as flushed).  Frequent checkpoints keep crash
@@ -129,59 +132,21 @@ my $load = IPC::Run::start(
 # The worker has a local transaction open (it holds its lock on the change
 # log) holding more than 1 MB of the primary's WAL: in the middle of a large
 # transaction, or of a group of transactions committed together.
+# A large transaction is streamed: the worker is in its middle from its
+# first chunk to its commit, whether or not a local transaction is open.
 my $in_flight = q{
-	SELECT count(*) > 0 FROM pgrpl.stat_subscription s, pg_locks l
-	 WHERE s.name = 's' AND l.pid = s.pid
-	   AND l.relation = 'pgrpl.change'::regclass AND l.granted
-	   AND pg_wal_lsn_diff(s.received_lsn, s.flushed_lsn) > 1000000};
+	SELECT count(*) > 0 FROM pgrpl.stat_subscription s
+	 WHERE s.name = 's'
+	   AND (s.streams_in_progress > 0
+	        OR (pg_wal_lsn_diff(s.received_lsn, s.flushed_lsn) > 1000000
+	            AND EXISTS (SELECT FROM pg_locks l
+	                         WHERE l.pid = s.pid AND l.granted
+	                           AND l.relation = 'pgrpl.change'::regclass)))};
 my $open_txn = q{
 	SELECT count(*) > 0 FROM pgrpl.stat_subscription s, pg_locks l
 	 WHERE s.name = 's' AND l.pid = s.pid
 	   AND l.relation = 'pgrpl.change'::regclass AND l.granted};
 
-# The postmaster's pid and those of all its children.
-sub server_pids
-{
-	my $pm = (split /\n/, slurp_file($sub->data_dir . '/postmaster.pid'))[0];
-	my @kids;
-	for my $stat (glob '/proc/[0-9]*/stat')
-	{
-		open my $fh, '<', $stat or next;
-		my $line = <$fh>;
-		close $fh;
-		next unless defined $line;
-		# pid (comm) state ppid ...
-		push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $pm;
-	}
-	return ($pm, @kids);
-}
-
-# Still there, even as a zombie not yet reaped: the new postmaster would
-# take a zombie holding the old pid for a running postmaster.
-sub exists_pid
-{
-	my ($pid) = @_;
-	return -e "/proc/$pid";
-}
-
-# kill -9 of the postmaster and every process it started, at once; then
-# wait until they are all gone, so that the restart finds no process still
-# attached to the old shared memory.
-sub kill9_all
-{
-	my @pids = server_pids();
-	note 'SIGKILL to postmaster ' . $pids[0] . ' and ' . (@pids - 1) . ' children';
-	kill 'KILL', @pids;
-	$sub->kill9;    # forgets the pid (signals the dead postmaster again)
-	my $t0 = time;
-	while (grep { exists_pid($_) } @pids)
-	{
-		die 'processes survive SIGKILL'
-		  if time > $t0 + $PostgreSQL::Test::Utils::timeout_default;
-		usleep(50_000);
-	}
-	note sprintf('all gone after %.2f s', time - $t0);
-}
 
 my $rounds = 22;
 my ($kills_open, $kills_in_flight, $kills_lost) = (0, 0, 0);
@@ -212,7 +177,7 @@ for my $round (1 .. $rounds)
 		: $open ? ' with a local transaction open' : '');
 	if ($round % 2)
 	{
-		kill9_all();
+		pgrpl_kill9_all($sub);
 	}
 	else
 	{
@@ -349,6 +314,12 @@ is( $sub->safe_psql(
 	  HAVING min(seq) <> 1 OR max(seq) <> count(*)) x}),
 	'0',
 	'seq runs 1..n within every unit');
+is( $primary->safe_psql(
+		'postgres',
+		q{SELECT stream_txns > 0 FROM pg_stat_replication_slots WHERE slot_name = 's'}),
+	't', 'the large transactions were streamed');
+is($sub->safe_psql('postgres', q{SELECT count(*) FROM pgrpl.transaction WHERE state = 'i'}),
+	'0', 'no streamed transaction is left half-written');
 
 $sub->stop;
 $primary->stop;

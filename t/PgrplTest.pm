@@ -18,7 +18,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
   pgrpl_init_primary pgrpl_init_subscriber pgrpl_primary_lsn
   pgrpl_wait_lsn pgrpl_wait_state pgrpl_state pgrpl_stat
-  pgrpl_sub_connstr pgrpl_log_count pgrpl_stays
+  pgrpl_sub_connstr pgrpl_log_count pgrpl_stays pgrpl_kill9_all
 );
 
 # A primary that allows logical decoding.  %params go to
@@ -155,6 +155,117 @@ sub pgrpl_stays
 		select(undef, undef, undef, 0.5);
 	}
 	return 1;
+}
+
+# ------------------------------------------------- other major versions --
+#
+# Primaries of other PostgreSQL major versions (t/030_primary_versions.pl)
+# run server binaries that scripts/primaries.sh unpacked into
+# $PGRPL_PRIMARIES_DIR/MAJOR/bin (default /var/cache/pgrpl-primaries): only
+# initdb, pg_ctl and postgres, no psql or pg_config.
+
+push @EXPORT, qw(pgrpl_primary_bindir pgrpl_primary_install_path);
+
+# The bin dir of PostgreSQL $major's server binaries, or undef if there are
+# none (not fetched).
+sub pgrpl_primary_bindir
+{
+	my ($major) = @_;
+	my $cache = $ENV{PGRPL_PRIMARIES_DIR} || '/var/cache/pgrpl-primaries';
+	my $bindir = "$cache/$major/bin";
+	return (-x "$bindir/postgres" && -x "$bindir/initdb" && -x "$bindir/pg_ctl")
+	  ? $bindir
+	  : undef;
+}
+
+# An install_path for PostgreSQL::Test::Cluster->new made of the server
+# binaries in $bindir and the default installation's clients (psql etc.,
+# which talk to older and newer servers alike), in a temp dir of the test:
+# bin/ has links to both and a pg_config that only knows --version (the
+# framework reads the node's version from it); lib/ is empty, as the
+# framework puts it first in LD_LIBRARY_PATH and the server binaries find
+# their own libraries through their RUNPATH ($ORIGIN/../lib, resolved past
+# the links).  Returns (path, version such as "14.23"), or () if $bindir's
+# postgres does not run.
+sub pgrpl_primary_install_path
+{
+	my ($bindir) = @_;
+	my $out = `"$bindir/postgres" --version 2>&1`;
+	return () unless $? == 0 && $out =~ /\(PostgreSQL\) (\d+(?:\.\d+)?)/;
+	my $version = $1;
+	(my $major = $version) =~ s/\..*//;
+	my $clients = `pg_config --bindir`;
+	chomp $clients;
+	die "pg_config --bindir failed" unless $? == 0 && -d $clients;
+
+	my $dir = PostgreSQL::Test::Utils::tempdir("pg$major");
+	mkdir "$dir/bin" or die "mkdir $dir/bin: $!";
+	mkdir "$dir/lib" or die "mkdir $dir/lib: $!";
+	for my $prog (qw(initdb pg_ctl postgres))
+	{
+		symlink("$bindir/$prog", "$dir/bin/$prog")
+		  or die "symlink $dir/bin/$prog: $!";
+	}
+	opendir(my $dh, $clients) or die "opendir $clients: $!";
+	for my $prog (readdir $dh)
+	{
+		next if $prog =~ /^\./ || -e "$dir/bin/$prog";
+		next if grep { $_ eq $prog } qw(pg_config postmaster);
+		symlink("$clients/$prog", "$dir/bin/$prog")
+		  or die "symlink $dir/bin/$prog: $!";
+	}
+	closedir $dh;
+	open(my $fh, '>', "$dir/bin/pg_config") or die "$dir/bin/pg_config: $!";
+	print $fh "#!/bin/sh\necho 'PostgreSQL $version'\n";
+	close $fh;
+	chmod(0755, "$dir/bin/pg_config") or die "chmod $dir/bin/pg_config: $!";
+	return ($dir, $version);
+}
+
+# The postmaster's pid and those of all its children.
+sub pgrpl_server_pids
+{
+	my ($node) = @_;
+	my $pm = (split /\n/, slurp_file($node->data_dir . '/postmaster.pid'))[0];
+	my @kids;
+	for my $stat (glob '/proc/[0-9]*/stat')
+	{
+		open my $fh, '<', $stat or next;
+		my $line = <$fh>;
+		close $fh;
+		next unless defined $line;
+		# pid (comm) state ppid ...
+		push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $pm;
+	}
+	return ($pm, @kids);
+}
+
+# Still there, even as a zombie not yet reaped: the new postmaster would
+# take a zombie holding the old pid for a running postmaster.
+sub pgrpl_exists_pid
+{
+	my ($pid) = @_;
+	return -e "/proc/$pid";
+}
+
+# kill -9 of the postmaster and every process it started, at once; then
+# wait until they are all gone, so that the restart finds no process still
+# attached to the old shared memory.
+sub pgrpl_kill9_all
+{
+	my ($node) = @_;
+	my @pids = pgrpl_server_pids($node);
+	note 'SIGKILL to postmaster ' . $pids[0] . ' and ' . (@pids - 1) . ' children';
+	kill 'KILL', @pids;
+	$node->kill9;    # forgets the pid (signals the dead postmaster again)
+	my $t0 = Time::HiRes::time();
+	while (grep { pgrpl_exists_pid($_) } @pids)
+	{
+		die 'processes survive SIGKILL'
+		  if Time::HiRes::time() > $t0 + $PostgreSQL::Test::Utils::timeout_default;
+		Time::HiRes::usleep(50_000);
+	}
+	note sprintf('all gone after %.2f s', Time::HiRes::time() - $t0);
 }
 
 1;

@@ -1,0 +1,292 @@
+# t/030_primary_versions.pl — primaries of other PostgreSQL major versions
+# than the subscriber's: for each, a PG15 subscriber with pgrpl creates a
+# subscription (slot created over the replication connection), captures
+# inserts, updates, deletes, a TRUNCATE (primaries >= 11: pgoutput had none
+# before), logical messages (primaries >= 14: pgoutput had none before, so
+# pgrpl must not ask for them) and transactions larger than
+# logical_decoding_work_mem (streamed from primaries >= 14), checks the
+# protocol pgrpl negotiated, then drops the subscription with its slot.
+# A second subscription with two_phase asks for it only from primaries >=
+# 15 (protocol 3+), where a prepared transaction is captured at PREPARE;
+# from older ones it arrives at COMMIT PREPARED.
+#
+# The server binaries come from scripts/primaries.sh (run as root; it
+# prints their bin dirs), which scripts/test.sh runs before the TAP tests.
+# PGRPL_PRIMARY_VERSIONS chooses the majors (e.g. "10 14 18"; default or
+# `all`: 10..18); PGRPL_PRIMARIES_DIR is the cache scripts/primaries.sh
+# filled (default /var/cache/pgrpl-primaries).  A major whose binaries are
+# not there is skipped, and the whole file if none is.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PgrplTest;
+
+my $wanted = $ENV{PGRPL_PRIMARY_VERSIONS} || 'all';
+$wanted = '10 11 12 13 14 15 16 17 18' if $wanted eq 'all';
+my @majors = grep { /^\d+$/ } split /[\s,]+/, $wanted;
+
+my (%bindir, @missing);
+for my $major (@majors)
+{
+	my $dir = pgrpl_primary_bindir($major);
+	if (defined $dir) { $bindir{$major} = $dir; }
+	else { push @missing, $major; }
+}
+my $missing_reason =
+  'no server binaries; run `bash scripts/primaries.sh MAJOR` as root';
+plan skip_all => "no primary versions chosen (PGRPL_PRIMARY_VERSIONS=$wanted)"
+  unless @majors;
+plan skip_all => "PostgreSQL @majors: $missing_reason" unless %bindir;
+
+my $sub = pgrpl_init_subscriber('subscriber');
+
+# The START_REPLICATION commands the primary received from the
+# subscription's walsender (log_replication_commands is on in the
+# framework's configuration).
+sub start_commands
+{
+	my ($primary, $name) = @_;
+	my $log = slurp_file($primary->logfile);
+	return map { s/.*received replication command: //r }
+	  grep { /received replication command: START_REPLICATION SLOT "?$name"? LOGICAL/ }
+	  split /\n/, $log;
+}
+
+sub test_primary
+{
+	my ($major) = @_;
+	my $name = "v$major";
+
+	my ($install, $version) = pgrpl_primary_install_path($bindir{$major});
+	unless (defined $install)
+	{
+		fail("PostgreSQL $major: $bindir{$major}/postgres --version fails");
+		return;
+	}
+	note "PostgreSQL $version primary, binaries in $bindir{$major}";
+
+	# logical_decoding_work_mem (PG13+) at its minimum, so that the big
+	# transactions below are streamed when pgrpl asks for streaming.
+	my $primary = pgrpl_init_primary(
+		"primary$major",
+		install_path => $install,
+		conf => "max_prepared_transactions = 5\n"
+		  . ($major >= 13 ? "logical_decoding_work_mem = '64kB'\n" : ''));
+	is( $primary->safe_psql('postgres',
+			"SELECT current_setting('server_version_num')::int / 10000"),
+		$major, "$name: the primary runs PostgreSQL $major");
+
+	$primary->safe_psql(
+		'postgres', q{
+		CREATE TABLE public.t (id int PRIMARY KEY, v text, n numeric,
+		                       ts timestamptz, arr int[], js jsonb);
+		CREATE TABLE public.big (id int PRIMARY KEY, pad text);
+		CREATE PUBLICATION pub FOR TABLE public.t, public.big;
+	});
+
+	my $connstr = pgrpl_sub_connstr($primary);
+	my $start_lsn = $sub->safe_psql('postgres',
+		"SELECT pgrpl.create_subscription('$name', '$connstr', ARRAY['pub'])");
+	like($start_lsn, qr{^[0-9A-F]+/[0-9A-F]+$},
+		"$name: create_subscription created the slot on the primary");
+	is( $primary->safe_psql(
+			'postgres',
+			"SELECT slot_type || ' ' || plugin FROM pg_replication_slots WHERE slot_name = '$name'"),
+		'logical pgoutput',
+		"$name: the slot is a pgoutput slot");
+
+	# Streaming, or an error (which the worker would retry forever).
+	$sub->poll_query_until('postgres',
+		"SELECT state = 'streaming' OR last_error IS NOT NULL
+		   FROM pgrpl.stat_subscription WHERE name = '$name'");
+	my $err = pgrpl_stat($sub, $name, 'last_error');
+	is($err, '', "$name: the worker streams without an error");
+	unless (pgrpl_state($sub, $name) eq 'streaming' && $err eq '')
+	{
+		diag("$name: " . pgrpl_state($sub, $name) . ": $err");
+		for my $cmd (start_commands($primary, $name)) { diag("sent: $cmd"); }
+		$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$name')");
+		$primary->stop('fast');
+		return;
+	}
+
+	# The protocol pgrpl negotiated: pgoutput rejects options it does not
+	# know, so logical messages and streaming (protocol 2) from PG14 on,
+	# protocol 4 with streaming 'parallel' from PG16 on, else protocol 1.
+	my ($proto, $opts) =
+	    $major >= 16 ? (4, qr/messages 'true'.*streaming 'parallel'/)
+	  : $major >= 14 ? (2, qr/messages 'true'.*streaming 'on'/)
+	  :                (1, undef);
+	my @cmds = start_commands($primary, $name);
+	ok(@cmds > 0, "$name: the primary logged START_REPLICATION") or return;
+	like($cmds[-1], qr/\(proto_version '$proto',/,
+		"$name: pgrpl asks for protocol $proto");
+	if (defined $opts)
+	{
+		like($cmds[-1], $opts, "$name: pgrpl asks for messages and streaming");
+	}
+	else
+	{
+		unlike($cmds[-1], qr/messages|streaming/,
+			"$name: pgrpl asks for neither messages nor streaming");
+	}
+	is(pgrpl_stat($sub, $name, 'proto_version'),
+		$proto, "$name: stat_subscription shows protocol $proto");
+
+	# ------------------------------------------------------------- DML --
+	$primary->safe_psql(
+		'postgres', q{
+		INSERT INTO public.t VALUES
+		  (1, 'one', 1.50, '2024-01-02 03:04:05.678+02', '{1,2}', '{"a": [1, null]}'),
+		  (2, 'two', 'NaN', 'infinity', '{}', '"s"'),
+		  (3, NULL, NULL, NULL, '{NULL,3}', 'null');
+		UPDATE public.t SET v = 'one bis', n = n * 2 WHERE id = 1;
+		DELETE FROM public.t WHERE id = 2;
+	});
+	# Logical messages: none arrive from a primary before 14, whatever pgrpl
+	# asks; they are emitted anyway.
+	$primary->safe_psql(
+		'postgres', q{
+		BEGIN;
+		INSERT INTO public.t (id, v) VALUES (5, 'five');
+		SELECT pg_logical_emit_message(true, 'pfx', 'transactional');
+		COMMIT;
+	});
+	$primary->safe_psql('postgres',
+		"SELECT pg_logical_emit_message(false, 'pfx', 'not transactional')");
+	$primary->safe_psql('postgres', 'TRUNCATE public.t');
+	$primary->safe_psql('postgres',
+		"INSERT INTO public.t VALUES (4, 'four', 4.25, '2000-01-01 00:00:00+00', '{4}', '{\"k\": 4}')");
+	# Larger than logical_decoding_work_mem: spilled, or streamed with v2
+	# (then also a streamed transaction that aborts, and one whose
+	# subtransaction aborts after its changes were streamed).
+	$primary->safe_psql('postgres',
+		"INSERT INTO public.big SELECT g, repeat('x', 100) FROM generate_series(1, 3000) g");
+	$primary->safe_psql(
+		'postgres', q{
+		BEGIN;
+		INSERT INTO public.big SELECT g, repeat('x', 100) FROM generate_series(10001, 13000) g;
+		ROLLBACK;
+		BEGIN;
+		INSERT INTO public.big SELECT g, repeat('x', 100) FROM generate_series(20001, 23000) g;
+		SAVEPOINT s;
+		INSERT INTO public.big SELECT g, repeat('x', 100) FROM generate_series(30001, 33000) g;
+		ROLLBACK TO SAVEPOINT s;
+		COMMIT;
+	});
+	$primary->safe_psql('postgres', "INSERT INTO public.t (id, v) VALUES (6, 'six')");
+
+	my $lsn = pgrpl_primary_lsn($primary);
+	pgrpl_wait_lsn($sub, $name, $lsn, "$name: caught up to $lsn")
+	  or return;
+
+	my @expected = (
+		'INSERT|t|1|one',
+		'INSERT|t|2|two',
+		'INSERT|t|3|',
+		'UPDATE|t|1|one bis',
+		'DELETE|t|2|',
+		'INSERT|t|5|five');
+	push @expected, 'MESSAGE|pfx|transactional|' if $major >= 14;
+	push @expected, 'MESSAGE|pfx|not transactional|' if $major >= 14;
+	push @expected, 'TRUNCATE|t||' if $major >= 11;
+	push @expected, 'INSERT|t|4|four', 'INSERT|t|6|six';
+	is( $sub->safe_psql(
+			'postgres', qq{
+		SELECT op, coalesce(table_name, message_prefix),
+		       coalesce(new->>'id', old->>'id', convert_from(message_content, 'UTF8')),
+		       new->>'v'
+		  FROM pgrpl.changes('$name')
+		 WHERE table_name IS DISTINCT FROM 'big'
+		 ORDER BY commit_lsn, seq}),
+		join("\n", @expected),
+		"$name: the change log holds exactly the primary's changes, in order");
+
+	# Values as the primary's to_jsonb() gives them (in UTC).
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT new FROM pgrpl.changes('$name')
+			  WHERE op = 'INSERT' AND table_name = 't' AND new->>'id' = '4'"),
+		$primary->safe_psql(
+			'postgres',
+			"SET TimeZone = 'UTC'; SELECT to_jsonb(t) FROM public.t WHERE id = 4"),
+		"$name: a captured row equals to_jsonb(row) on the primary");
+
+	is( $sub->safe_psql(
+			'postgres', qq{
+		SELECT count(*), count(DISTINCT commit_lsn), count(DISTINCT xid),
+		       count(*) FILTER (WHERE (new->>'id')::int BETWEEN 1 AND 3000),
+		       count(*) FILTER (WHERE (new->>'id')::int BETWEEN 20001 AND 23000),
+		       bool_and(op = 'INSERT')
+		  FROM pgrpl.changes('$name') WHERE table_name = 'big'}),
+		'6000|2|2|3000|3000|t',
+		"$name: big transactions: each captured once, nothing rolled back");
+
+	# Streamed from PG14 on: at least the two big committed ones.
+	is( pgrpl_stat($sub, $name, 'streamed_transactions >= 2'),
+		$major >= 14 ? 't' : 'f',
+		"$name: big transactions " . ($major >= 14 ? 'were' : 'were not') . ' streamed');
+	is(pgrpl_stat($sub, $name, 'last_error'), '', "$name: no error recorded");
+
+	# ------------------------------------------------------- two-phase --
+	my $tp = "${name}tp";
+	$sub->safe_psql('postgres',
+		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true)");
+	pgrpl_wait_state($sub, $tp, 'streaming', "$tp: a two_phase subscription streams");
+	my @tp_cmds = start_commands($primary, $tp);
+	if ($major >= 15)
+	{
+		like($tp_cmds[-1], qr/\(proto_version '[34]',.*two_phase 'on'/,
+			"$tp: pgrpl asks for protocol 3+ and two_phase");
+	}
+	else
+	{
+		unlike($tp_cmds[-1], qr/two_phase/, "$tp: pgrpl does not ask for two_phase");
+	}
+	$primary->safe_psql('postgres',
+		"BEGIN; INSERT INTO public.t (id, v) VALUES (7, 'prepared'); PREPARE TRANSACTION 'tp7'");
+	pgrpl_wait_lsn($sub, $tp, pgrpl_primary_lsn($primary), "$tp: caught up after PREPARE")
+	  or return;
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM pgrpl.transactions('$tp') WHERE state = 'prepared' AND gid = 'tp7'"),
+		$major >= 15 ? '1' : '0',
+		"$tp: the prepared transaction is " . ($major >= 15 ? '' : 'not ') . 'captured at PREPARE');
+	$primary->safe_psql('postgres', "COMMIT PREPARED 'tp7'");
+	pgrpl_wait_lsn($sub, $tp, pgrpl_primary_lsn($primary), "$tp: caught up after COMMIT PREPARED")
+	  or return;
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM pgrpl.changes('$tp') WHERE new->>'v' = 'prepared'"),
+		'1', "$tp: visible once after COMMIT PREPARED");
+	is(pgrpl_stat($sub, $tp, 'last_error'), '', "$tp: no error recorded");
+	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$tp')");
+
+	# ------------------------------------------------------------- drop --
+	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$name')");
+	is( $primary->safe_psql(
+			'postgres',
+			"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$name'"),
+		'0',
+		"$name: drop_subscription dropped the slot on the primary");
+	$primary->stop('fast');
+	return;
+}
+
+for my $major (@majors)
+{
+  SKIP:
+	{
+		skip "PostgreSQL $major: $missing_reason", 1
+		  unless $bindir{$major};
+		subtest "PostgreSQL $major primary" => sub { test_primary($major) };
+	}
+}
+
+done_testing();
