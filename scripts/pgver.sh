@@ -137,6 +137,7 @@ ensure_chroot() {
 main() {
     local var pass=()
     pgrpl_require_root
+    mkdir -p "$(dirname "$ROOT")"
     exec 9>"$ROOT.lock"
     flock 9 # one run per chroot at a time
     ensure_chroot

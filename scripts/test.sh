@@ -210,8 +210,8 @@ main() {
     local rc
     trap on_exit EXIT
     trap 'exit 143' TERM INT HUP
-    local part
-    for part in ${PGRPL_TESTS_ONLY//,/ }; do
+    local part only=${PGRPL_TESTS_ONLY:-}
+    for part in ${only//,/ }; do
         case $part in
             regress | tap | bench) ;;
             *) pgrpl_die "PGRPL_TESTS_ONLY must be 'regress', 'tap', 'bench' or a comma list of them" ;;
