@@ -6,10 +6,14 @@
 # PostgreSQL server, initdb and `make` of the build tree runs as the
 # unprivileged OS user `postgres` (initdb refuses to run as root).
 
-PGRPL_PG_BIN=${PGRPL_PG_BIN:-/usr/lib/postgresql/15/bin}
+# PGRPL_PG_MAJOR: the PostgreSQL major to build and test against, as
+# packaged by the running Debian release (15 on bookworm; scripts/pgver.sh
+# sets 17 or 18 inside a trixie or sid chroot).
+PGRPL_PG_MAJOR=${PGRPL_PG_MAJOR:-15}
+PGRPL_PG_BIN=${PGRPL_PG_BIN:-/usr/lib/postgresql/$PGRPL_PG_MAJOR/bin}
 PGRPL_PG_CONFIG=${PGRPL_PG_CONFIG:-$PGRPL_PG_BIN/pg_config}
 PGRPL_PG_USER=postgres
-PGRPL_PACKAGES=(postgresql-15 postgresql-server-dev-15 libipc-run-perl perl make gcc)
+PGRPL_PACKAGES=("postgresql-$PGRPL_PG_MAJOR" "postgresql-server-dev-$PGRPL_PG_MAJOR" libipc-run-perl perl make gcc)
 
 # Print a step banner.
 pgrpl_banner() { printf '\n== %s ==\n' "$*"; }
@@ -83,7 +87,7 @@ pgrpl_build() {
     (cd "$1" && pgrpl_as_pg make PG_CONFIG="$PGRPL_PG_CONFIG" </dev/null)
 }
 
-# Install the built tree in $1 into the PostgreSQL 15 installation (as root),
+# Install the built tree in $1 into the PGRPL_PG_MAJOR installation (as root),
 # then give the tree back to postgres in case install wrote anything.
 pgrpl_install() {
     (cd "$1" && make PG_CONFIG="$PGRPL_PG_CONFIG" install </dev/null) &&

@@ -17,7 +17,10 @@
 # of output is always `N passed, N failed`; exit 0 iff failed==0 and passed>0.
 #
 # Optional environment:
-#   PGRPL_TESTS_ONLY=regress|tap|bench   run only one part
+#   PGRPL_TESTS_ONLY=regress|tap|bench   run only these parts (a comma list
+#                                  of them, e.g. regress,tap)
+#   PGRPL_PG_MAJOR=17              test against /usr/lib/postgresql/17 (lib.sh;
+#                                  scripts/pgver.sh runs this in a chroot)
 #   PROVE_TESTS="t/001_x.pl ..."   choose TAP files (passed through to make)
 #   PROVE_FLAGS=...                extra prove flags (passed through to make)
 #   PGRPL_REGRESS_TIMEOUT / PGRPL_TAP_TIMEOUT   per-part limits in seconds
@@ -186,6 +189,9 @@ run_bench() {
     fi
 }
 
+# want PART: PGRPL_TESTS_ONLY is unset or names PART.
+want() { [[ -z ${PGRPL_TESTS_ONLY:-} || ,$PGRPL_TESTS_ONLY, == *,"$1",* ]]; }
+
 # ------------------------------------------------------------------ exit --
 
 # Always end with the "N passed, N failed" line, even when something above
@@ -204,10 +210,13 @@ main() {
     local rc
     trap on_exit EXIT
     trap 'exit 143' TERM INT HUP
-    case ${PGRPL_TESTS_ONLY:-} in
-        '' | regress | tap | bench) ;;
-        *) pgrpl_die "PGRPL_TESTS_ONLY must be 'regress', 'tap' or 'bench'" ;;
-    esac
+    local part only=${PGRPL_TESTS_ONLY:-}
+    for part in ${only//,/ }; do
+        case $part in
+            regress | tap | bench) ;;
+            *) pgrpl_die "PGRPL_TESTS_ONLY must be 'regress', 'tap', 'bench' or a comma list of them" ;;
+        esac
+    done
     pgrpl_require_root
 
     pgrpl_banner "dependencies"
@@ -220,9 +229,9 @@ main() {
     TREE=$WORK/pgrpl
     pgrpl_banner "build + install (tree: $TREE)"
     if pgrpl_build_and_install "$REPO_ROOT" "$TREE" 2>&1 | tee "$WORK/build.log"; then
-        [[ ${PGRPL_TESTS_ONLY:-regress} != regress ]] || run_regress
-        [[ ${PGRPL_TESTS_ONLY:-tap} != tap ]] || run_tap
-        [[ ${PGRPL_TESTS_ONLY:-bench} != bench ]] || [[ ! -f $REPO_ROOT/scripts/bench.sh ]] || run_bench
+        ! want regress || run_regress
+        ! want tap || run_tap
+        ! want bench || [[ ! -f $REPO_ROOT/scripts/bench.sh ]] || run_bench
     else
         echo "BUILD/INSTALL FAILED (log: $WORK/build.log)"
         record build 0 1

@@ -157,6 +157,9 @@ SELECT has_function_privilege('regress_up_reader', 'pgrpl.transactions(text, pg_
                     WHERE p.oid = 'pgrpl.transactions(text, pg_lsn, bigint)'::regprocedure
                       AND a.grantee = 0) AS not_public;
 REVOKE EXECUTE ON FUNCTION pgrpl.transactions(text, pg_lsn, bigint) FROM regress_up_reader;
+-- From 17 on, the grant the update script made is also an initial privilege
+-- of the extension (pg_init_privs) that the role depends on.
+DROP OWNED BY regress_up_reader;
 DROP ROLE regress_up_reader;
 
 -- 1.0 updated to the default version is what a fresh install gives.

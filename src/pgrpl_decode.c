@@ -25,10 +25,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "pgrpl_compat.h"
 #include "pgrpl_decode.h"
 
 static void pgrpl_decode_body(StringInfo in, PgrplMessage *msg);
-static void pgrpl_protocol_error(const char *what, const char *detail) pg_attribute_noreturn();
+static pgrpl_noreturn void pgrpl_protocol_error(const char *what, const char *detail);
 
 const char *
 pgrpl_message_type_name(LogicalRepMsgType type)
@@ -119,8 +120,8 @@ typedef struct PgrplScan
 	const char *what;			/* message type name, for errors */
 } PgrplScan;
 
-static void pgrpl_scan_error(PgrplScan *s, const char *fmt, int a, int b)
-			pg_attribute_printf(2, 0) pg_attribute_noreturn();
+static pgrpl_noreturn void pgrpl_scan_error(PgrplScan *s, const char *fmt, int a, int b)
+			pg_attribute_printf(2, 0);
 static void pgrpl_scan_text(PgrplScan *s, int n, const char *fmt, int a)
 			pg_attribute_printf(3, 0);
 

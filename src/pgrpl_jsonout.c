@@ -14,6 +14,7 @@
 #include "utils/datetime.h"
 #include "utils/json.h"
 
+#include "pgrpl_compat.h"
 #include "pgrpl_jsonout.h"
 
 

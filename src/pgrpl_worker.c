@@ -482,6 +482,13 @@ pgrpl_session(void)
 	char		local_sysid[32];
 	PgrplSessionEnd end;
 
+	/*
+	 * What the session sets up (the connection above all) lives as long as
+	 * the session.  From PG18 on, a transaction's end returns to the context
+	 * current at its start, no longer to TopMemoryContext: after an earlier
+	 * session that is W.msgcxt, reset after every message.
+	 */
+	MemoryContextSwitchTo(TopMemoryContext);
 	pgrpl_worker_set_state(PGRPL_STATE_STARTING);
 	W.sub = pgrpl_load_subscription();
 	if (W.sub == NULL)

@@ -130,7 +130,7 @@ pgrpl_spi_int8(const char *sql, int nargs, Oid *types, Datum *values, int64 *res
 
 		if (!isnull)
 		{
-			Oid			typid = SPI_tuptable->tupdesc->attrs[0].atttypid;
+			Oid			typid = TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid;
 
 			if (typid == INT4OID)
 				*result = DatumGetInt32(d);

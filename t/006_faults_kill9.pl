@@ -188,7 +188,9 @@ for my $round (1 .. $rounds)
 	# Where the new session asked the primary to resume: before what was
 	# committed here just before the kill if the kill lost local commits
 	# (asynchronous, never reported as flushed), which are sent again.
-	if (slurp_file($primary->logfile, $log_offset) =~
+	# (flushed_lsn is NULL if nothing was flushed yet in this session.)
+	if ($committed ne ''
+		&& slurp_file($primary->logfile, $log_offset) =~
 		/received replication command: START_REPLICATION SLOT s LOGICAL ([0-9A-F]+\/[0-9A-F]+)/)
 	{
 		my $lost = $primary->safe_psql('postgres', "SELECT '$1'::pg_lsn < '$committed'::pg_lsn");
