@@ -50,19 +50,19 @@ SELECT op, count(*), min(seq), max(seq), count(*) FILTER (WHERE new->>'v' = 'gon
 SELECT count(*) FILTER (WHERE new->>'v' = 'gone' OR op = 'DELETE') AS rolled_back_rows
   FROM pgrpl.changes('st');
 
--- A streamed transaction that aborts leaves nothing: its transaction row
--- says 'a' and its changes are gone.
+-- A streamed transaction that aborts leaves nothing: no row of it is left
+-- and its transaction row (if any: a PostgreSQL 18 walsender may see the
+-- abort before it streams anything) is not in progress.
 BEGIN;
 INSERT INTO st_t SELECT g, repeat('r', 100) FROM generate_series(10001, 13000) g;
 ROLLBACK;
 INSERT INTO st_t VALUES (9000, 'after the rollback');
 SELECT public.wait_sub('st');
-SELECT t.state, count(c.*) AS rows_left
+SELECT count(*) FILTER (WHERE t.state = 'i') AS in_progress, count(c.*) AS rows_left
   FROM pgrpl.transaction t
   JOIN pgrpl.subscription s ON s.sub_id = t.sub_id AND s.sub_name = 'st'
   LEFT JOIN pgrpl.change c ON c.sub_id = t.sub_id AND c.txn_id = t.txn_id
- WHERE t.state <> 'c'
- GROUP BY t.state;
+ WHERE t.state <> 'c';
 SELECT count(*) AS visible_rollback_rows FROM pgrpl.changes('st') WHERE (new->>'id')::int > 10000;
 
 -- What the read functions answer for streamed rows equals the table.
