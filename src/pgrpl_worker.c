@@ -442,7 +442,7 @@ pgrpl_load_subscription(void)
 	return sub;
 }
 
-/* Attach to our replication origin; returns its durable progress. */
+/* Attach to our replication origin; returns its progress, made durable. */
 static XLogRecPtr
 pgrpl_setup_origin(void)
 {
@@ -471,6 +471,16 @@ pgrpl_setup_origin(void)
 	}
 	progress = replorigin_session_get_progress(false);
 	CommitTransactionCommand();
+
+	/*
+	 * The progress in memory, and the log's end as this transaction saw it,
+	 * may include our own asynchronous commits of an earlier session of this
+	 * process that the WAL writer has not flushed yet.  This session reports
+	 * the start position as flushed until it commits something itself, and
+	 * the primary then never sends those transactions again: make them
+	 * durable first (a crash would otherwise lose them for good).
+	 */
+	XLogFlush(GetXLogInsertRecPtr());
 	/* Never below what the log holds (see pgrpl_writer_session_start). */
 	return Max(progress, logged);
 }
