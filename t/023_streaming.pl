@@ -118,9 +118,10 @@ is( $sub->safe_psql(
 
 # --------------------------------------- 2. rolled back after 200k rows --
 
-my $leaf = $sub->safe_psql('postgres',
-	q{SELECT c.relid FROM pg_partition_tree('pgrpl.change') c
-	   WHERE c.isleaf ORDER BY pg_relation_size(c.relid) DESC LIMIT 1});
+my $leaf_q = q{SELECT c.relid FROM pg_partition_tree('pgrpl.change') c
+	   WHERE c.isleaf ORDER BY pg_relation_size(c.relid) DESC LIMIT 1};
+my $leaf = $sub->safe_psql('postgres', $leaf_q);
+my $size0 = $sub->safe_psql('postgres', "SELECT pg_relation_size('$leaf')");
 $primary->safe_psql(
 	'postgres', q{
 	BEGIN;
@@ -140,12 +141,24 @@ is( $sub->safe_psql(
 	'0', 'its rows are removed');
 $sub->safe_psql('postgres', "VACUUM $leaf");
 my $size_before = $sub->safe_psql('postgres', "SELECT pg_relation_size('$leaf')");
+# A PostgreSQL 18 walsender stops streaming a transaction it sees aborted
+# (it may have sent little or nothing of it); before 18 all 200k rows come.
+my $streamed = $size_before > $size0 + 10_000_000;
+ok($streamed, 'the rolled-back transaction was streamed and written (before 18)')
+  if $primary->pg_version < 18;
 $primary->safe_psql('postgres',
 	q{INSERT INTO public.t SELECT g, repeat('r', 100), -2 FROM generate_series(10000001, 10150000) g});
 pgrpl_wait_lsn($sub, 's', pgrpl_primary_lsn($primary));
 my $size_after = $sub->safe_psql('postgres', "SELECT pg_relation_size('$leaf')");
-cmp_ok($size_after, '<=', $size_before * 1.05,
-	"after VACUUM, 150k new changes fit in the space of the rolled-back ones ($size_before -> $size_after bytes)");
+if ($streamed)
+{
+	cmp_ok($size_after, '<=', $size_before * 1.05,
+		"after VACUUM, 150k new changes fit in the space of the rolled-back ones ($size_before -> $size_after bytes)");
+}
+else
+{
+	note "the primary streamed little of the rolled-back transaction: $size0 -> $size_before bytes";
+}
 
 # ---------------------------------------------- 3. kill -9 mid-stream --
 
