@@ -95,6 +95,7 @@ static struct
 
 	PgrplCapture cap;			/* the remote transaction, what becomes rows */
 	PgrplProtocol proto;		/* what this session asked the primary for */
+	bool		streams_unfinished; /* streamed rows of an ended session may remain */
 	XLogRecPtr	progress;		/* end of the last unit committed here */
 	TimestampTz last_retention; /* when retention was last applied */
 
@@ -309,6 +310,8 @@ pgrpl_recover_from_error(void)
 		W.conn = NULL;
 	}
 	/* The next session starts capturing afresh (pgrpl_capture_init). */
+	if (W.cap.nstreams > 0)
+		W.streams_unfinished = true;
 	pgrpl_capture_destroy(&W.cap);
 	pgrpl_worker_note_streams(0);
 	pgrpl_group_reset();
@@ -353,6 +356,8 @@ pgrpl_worker_main(Datum main_arg)
 	long		backoff = PGRPL_BACKOFF_MIN_MS;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	/* A crash may have left streamed rows: the first session looks. */
+	W.streams_unfinished = true;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -457,8 +462,15 @@ pgrpl_setup_origin(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgrpl_writer_check_storage();
 	logged = pgrpl_writer_session_start(W.subid);
-	/* Streamed transactions an earlier session did not finish. */
-	pgrpl_writer_abort_in_progress();
+
+	/*
+	 * Streamed transactions an earlier session did not finish.  Only when
+	 * there may be some (this process's first session, or the last one
+	 * ended inside a stream): the log may be locked by someone for long,
+	 * and a retry should not wait for that.
+	 */
+	if (W.streams_unfinished)
+		pgrpl_writer_abort_in_progress();
 	PopActiveSnapshot();
 	pgrpl_origin_name(MyDatabaseId, W.subid, name, sizeof(name));
 	originid = replorigin_by_name(name, true);
@@ -471,6 +483,7 @@ pgrpl_setup_origin(void)
 	}
 	progress = replorigin_session_get_progress(false);
 	CommitTransactionCommand();
+	W.streams_unfinished = false;
 
 	/*
 	 * The progress in memory, and the log's end as this transaction saw it,
@@ -553,6 +566,8 @@ pgrpl_session(void)
 	pgrpl_worker_clear_error();
 
 	end = pgrpl_apply_loop();
+	if (W.cap.nstreams > 0)
+		W.streams_unfinished = true;
 
 	/*
 	 * Stopping mid-transaction: abort, and it is sent again next time (with
