@@ -549,6 +549,34 @@ pgrpl_stream_discard(PgrplCapture *cap, PgrplRemoteTxn *t)
 }
 
 /*
+ * A streamed transaction ends (commit or prepare at "lsn") with nothing to
+ * keep: our own writes, nothing captured, or -- not expected, the walsender
+ * streams only transactions that end after where it started -- already
+ * here.  Its rows go, and the caller reports an empty unit.
+ */
+static bool
+pgrpl_stream_ends_empty(PgrplCapture *cap, PgrplRemoteTxn *t, XLogRecPtr lsn)
+{
+	if (lsn < cap->progress)
+		t->skip = true;
+	if (!t->skip && t->seq > 0)
+		return false;
+	pgrpl_stream_discard(cap, t);
+	pgrpl_stream_forget(cap, t);
+	cap->unit_changes = 0;
+	return true;
+}
+
+/* A streamed transaction's row gets its final state "row"; it is done. */
+static void
+pgrpl_stream_finish(PgrplCapture *cap, PgrplRemoteTxn *t, const PgrplTxnRow *row)
+{
+	cap->sink->open(cap->sink->arg);
+	cap->sink->finish_transaction(cap->sink->arg, row);
+	pgrpl_stream_forget(cap, t);
+}
+
+/*
  * STREAM COMMIT: the transaction's row gets its commit, which makes all its
  * rows visible at once -- the cost does not depend on how many there are.
  */
@@ -566,25 +594,10 @@ pgrpl_capture_stream_commit(PgrplCapture *cap, PgrplStreamCommitMsg *m)
 	cap->unit_changes = t->seq;
 	cap->unit_is_txn = true;
 	cap->unit_streamed = true;
-
-	/*
-	 * The walsender streams only transactions that commit after where it
-	 * started, so this is not expected; if it happens, do not keep them
-	 * twice.
-	 */
-	if (m->commit.commit_lsn < cap->progress)
-		t->skip = true;
-	if (t->skip || t->seq == 0)
-	{
-		pgrpl_stream_discard(cap, t);
-		pgrpl_stream_forget(cap, t);
-		cap->unit_changes = 0;
+	if (pgrpl_stream_ends_empty(cap, t, m->commit.commit_lsn))
 		return PGRPL_CAPTURE_EMPTY_UNIT;
-	}
-	cap->sink->open(cap->sink->arg);
 	pgrpl_committed_row(t, &m->commit, &txn);
-	cap->sink->finish_transaction(cap->sink->arg, &txn);
-	pgrpl_stream_forget(cap, t);
+	pgrpl_stream_finish(cap, t, &txn);
 	return PGRPL_CAPTURE_UNIT;
 }
 
@@ -719,20 +732,10 @@ pgrpl_capture_stream_prepare(PgrplCapture *cap, LogicalRepPreparedTxnData *p)
 		pgrpl_error_inside("STREAM PREPARE");
 	t = pgrpl_stream_find(cap, p->xid, "STREAM PREPARE");
 	pgrpl_prepare_unit(cap, p, t->seq, true);
-	/* As at STREAM COMMIT: not expected, but never kept twice. */
-	if (p->prepare_lsn < cap->progress)
-		t->skip = true;
-	if (t->skip || t->seq == 0)
-	{
-		pgrpl_stream_discard(cap, t);
-		pgrpl_stream_forget(cap, t);
-		cap->unit_changes = 0;
+	if (pgrpl_stream_ends_empty(cap, t, p->prepare_lsn))
 		return PGRPL_CAPTURE_EMPTY_UNIT;
-	}
-	cap->sink->open(cap->sink->arg);
 	pgrpl_prepared_row(t, p, &txn);
-	cap->sink->finish_transaction(cap->sink->arg, &txn);
-	pgrpl_stream_forget(cap, t);
+	pgrpl_stream_finish(cap, t, &txn);
 	return PGRPL_CAPTURE_UNIT;
 }
 
