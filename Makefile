@@ -18,13 +18,13 @@ OBJS = \
 	src/pgrpl_preview.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql pgrpl--2.0--2.1.sql
+DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql pgrpl--2.0--2.1.sql pgrpl--2.1--2.2.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache capture storage streaming twophase xact teardown upgrade
+REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache capture storage streaming twophase origin xact teardown upgrade
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgrpl
 

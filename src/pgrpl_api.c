@@ -194,6 +194,23 @@ pgrpl_prepare_slot(WalReceiverConn *conn, const char *slot, bool create_slot,
 	return pgrpl_create_remote_slot(conn, slot);
 }
 
+/* origin => 'any' | 'none', as the built-in subscription's option. */
+static bool
+pgrpl_origin_none_arg(FunctionCallInfo fcinfo, int n)
+{
+	char	   *origin = text_to_cstring(PG_GETARG_TEXT_PP(n));
+
+	if (pg_strcasecmp(origin, "none") == 0)
+		return true;
+	if (pg_strcasecmp(origin, "any") == 0)
+		return false;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unrecognized origin value: \"%s\"", origin),
+			 errhint("Use \"any\" to capture every transaction, or \"none\" for only those without a replication origin.")));
+	return false;				/* keep the compiler quiet */
+}
+
 /* A retention must be a positive interval. */
 static Interval *
 pgrpl_retention_arg(FunctionCallInfo fcinfo, int n)
@@ -223,6 +240,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	char		local_sysid[32];
 	char		origin[NAMEDATALEN];
 	Interval   *retention;
+	bool		failover_given;
 	ErrorContextCallback hide;
 
 	pgrpl_hide_statement(&hide);
@@ -241,6 +259,9 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	retention = PG_NARGS() > 7 ? pgrpl_retention_arg(fcinfo, 7) : NULL;
 	sub.streaming = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ? PG_GETARG_BOOL(8) : true;
 	sub.two_phase = (PG_NARGS() > 9 && !PG_ARGISNULL(9)) ? PG_GETARG_BOOL(9) : false;
+	sub.origin_none = (PG_NARGS() > 10 && !PG_ARGISNULL(10)) ? pgrpl_origin_none_arg(fcinfo, 10) : false;
+	failover_given = (PG_NARGS() > 11 && !PG_ARGISNULL(11));
+	sub.failover = failover_given ? PG_GETARG_BOOL(11) : false;
 
 	/* Everything that can fail locally is checked before the slot exists. */
 	pgrpl_check_name("subscription", sub.name);
@@ -267,8 +288,15 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 		sub.system_identifier = pgrpl_stream_identify(conn);
 		snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
 		pgrpl_check_publications(conn, sub.publications);
+		if (sub.failover)
+			pgrpl_check_failover_supported(conn);
 		start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
 									   strcmp(sub.system_identifier, local_sysid) == 0);
+		/* Not given: a slot of ours is none, an existing one stays as it is. */
+		if (!failover_given && !create_slot)
+			sub.failover = pgrpl_remote_slot_failover(conn, sub.slot_name);
+		/* A slot is created without it (PG15's walrcv_create_slot has no such option). */
+		pgrpl_sync_slot_failover(conn, sub.slot_name, sub.failover);
 	}
 	PG_FINALLY();
 	{
@@ -284,11 +312,22 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	(void) replorigin_create(origin);
 
 	if (retention != NULL)
-		pgrpl_subscription_set_retention(sub.id, retention);
+		pgrpl_subscription_set_option(sub.id, "retention", INTERVALOID,
+									  IntervalPGetDatum(retention), false);
 	if (PG_NARGS() > 8)
-		pgrpl_subscription_set_streaming(sub.id, sub.streaming);
+		pgrpl_subscription_set_option(sub.id, "streaming", BOOLOID,
+									  BoolGetDatum(sub.streaming), false);
 	if (PG_NARGS() > 9)
-		pgrpl_subscription_set_two_phase(sub.id, sub.two_phase);
+		pgrpl_subscription_set_option(sub.id, "two_phase", BOOLOID,
+									  BoolGetDatum(sub.two_phase), false);
+	if (PG_NARGS() > 11)
+	{
+		pgrpl_subscription_set_option(sub.id, "origin", TEXTOID,
+									  CStringGetTextDatum(sub.origin_none ? "none" : "any"),
+									  false);
+		pgrpl_subscription_set_option(sub.id, "failover", BOOLOID,
+									  BoolGetDatum(sub.failover), false);
+	}
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
@@ -412,9 +451,20 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 		sub->publications = pgrpl_publication_list(PG_GETARG_ARRAYTYPE_P(2));
 	pgrpl_subscription_update(sub);
 	if (PG_NARGS() > 3 && !PG_ARGISNULL(3))
-		pgrpl_subscription_set_retention(sub->id, pgrpl_retention_arg(fcinfo, 3));
+		pgrpl_subscription_set_option(sub->id, "retention", INTERVALOID,
+									  IntervalPGetDatum(pgrpl_retention_arg(fcinfo, 3)),
+									  false);
 	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
-		pgrpl_subscription_set_streaming(sub->id, PG_GETARG_BOOL(4));
+		pgrpl_subscription_set_option(sub->id, "streaming", BOOLOID,
+									  PG_GETARG_DATUM(4), false);
+	if (PG_NARGS() > 5 && !PG_ARGISNULL(5))
+		pgrpl_subscription_set_option(sub->id, "origin", TEXTOID,
+									  CStringGetTextDatum(pgrpl_origin_none_arg(fcinfo, 5) ? "none" : "any"),
+									  false);
+	/* The worker makes the slot say so when it connects (it restarts below). */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+		pgrpl_subscription_set_option(sub->id, "failover", BOOLOID,
+									  PG_GETARG_DATUM(6), false);
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
@@ -446,10 +496,13 @@ Datum
 pgrpl_set_retention(PG_FUNCTION_ARGS)
 {
 	PgrplSubscription *sub;
+	Interval   *retention;
 
 	pgrpl_require_superuser("alter a pgrpl subscription");
 	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
-	pgrpl_subscription_set_retention(sub->id, pgrpl_retention_arg(fcinfo, 1));
+	retention = pgrpl_retention_arg(fcinfo, 1);
+	pgrpl_subscription_set_option(sub->id, "retention", INTERVALOID,
+								  PointerGetDatum(retention), retention == NULL);
 	PG_RETURN_VOID();
 }
 

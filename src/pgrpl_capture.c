@@ -292,6 +292,13 @@ pgrpl_capture_origin(PgrplCapture *cap, PgrplOriginMsg *o)
 	strlcpy(t->origin, o->name, NAMEDATALEN);
 	t->has_origin = true;
 	t->origin_lsn = o->lsn;
+	/*
+	 * origin 'none' from a primary that cannot filter (before 16): the
+	 * message comes before any change, and of a streamed transaction in
+	 * its first block, whose skip the later blocks keep.
+	 */
+	if (cap->skip_origins)
+		t->skip = true;
 	/* Our own writes, decoded from this very cluster: never capture them. */
 	if (cap->loopback && strncmp(t->origin, PGRPL_ORIGIN_PREFIX,
 								 strlen(PGRPL_ORIGIN_PREFIX)) == 0)

@@ -93,6 +93,7 @@ typedef struct PgrplCapture
 {
 	const PgrplSink *sink;
 	bool		loopback;		/* the primary is this cluster */
+	bool		skip_origins;	/* drop transactions that have an origin */
 	XLogRecPtr	progress;		/* units ending before this are here already */
 
 	/* The remote transaction between BEGIN and COMMIT (or PREPARE). */

@@ -32,7 +32,9 @@
 #define SUB_COLUMNS "s.sub_id, s.sub_name, s.enabled, s.conninfo, s.publications, s.slot_name, " \
 	"s.stop_lsn, s.system_identifier, s.start_lsn, " \
 	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'streaming')::pg_catalog.bool, true), " \
-	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'two_phase')::pg_catalog.bool, false)"
+	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'two_phase')::pg_catalog.bool, false), " \
+	"COALESCE(pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'origin', 'any') OPERATOR(pg_catalog.=) 'none', " \
+	"COALESCE((pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.->>) 'failover')::pg_catalog.bool, false)"
 
 static char *
 pgrpl_spi_text(HeapTuple tup, TupleDesc desc, int col)
@@ -69,6 +71,8 @@ pgrpl_subscription_from_tuple(HeapTuple tup, TupleDesc desc, MemoryContext cxt)
 	sub->start_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 9, &isnull));
 	sub->streaming = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 	sub->two_phase = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+	sub->origin_none = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+	sub->failover = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 	return sub;
 }
@@ -202,53 +206,29 @@ pgrpl_subscription_update(PgrplSubscription *sub)
 	SPI_finish();
 }
 
-/* Whether the worker asks the primary to stream in-progress transactions. */
-void
-pgrpl_subscription_set_streaming(int32 id, bool streaming)
-{
-	Oid			argtypes[2] = {INT4OID, BOOLOID};
-	Datum		args[2] = {Int32GetDatum(id), BoolGetDatum(streaming)};
-
-	SPI_connect();
-	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET streaming = $2 WHERE sub_id = $1",
-							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update pgrpl.subscription");
-	SPI_finish();
-}
-
 /*
- * Whether the worker asks the primary to decode prepared transactions at
- * PREPARE.  Set at creation only: a slot's two_phase cannot be turned off.
+ * Set one of the columns added after 1.0 (streaming, two_phase, retention,
+ * origin, failover), which pgrpl_subscription_update() leaves alone so
+ * that it also works on a schema older than the library.  "column" is
+ * one of those names, never user input; the table's CHECK constraints
+ * have the last word on the value.
  */
 void
-pgrpl_subscription_set_two_phase(int32 id, bool two_phase)
+pgrpl_subscription_set_option(int32 id, const char *column, Oid type,
+							  Datum value, bool isnull)
 {
-	Oid			argtypes[2] = {INT4OID, BOOLOID};
-	Datum		args[2] = {Int32GetDatum(id), BoolGetDatum(two_phase)};
+	Oid			argtypes[2] = {INT4OID, type};
+	Datum		args[2] = {Int32GetDatum(id), value};
+	char		nulls[2] = {' ', isnull ? 'n' : ' '};
+	char	   *sql;
 
+	sql = psprintf("UPDATE pgrpl.subscription SET %s = $2 WHERE sub_id = $1",
+				   quote_identifier(column));
 	SPI_connect();
-	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET two_phase = $2 WHERE sub_id = $1",
-							  2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_with_args(sql, 2, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update pgrpl.subscription");
 	SPI_finish();
-}
-
-/*
- * Keep a subscription's changes for "retention" (NULL: forever).  A
- * retention must be positive (the table's CHECK constraint says so).
- */
-void
-pgrpl_subscription_set_retention(int32 id, Interval *retention)
-{
-	Oid			argtypes[2] = {INT4OID, INTERVALOID};
-	Datum		args[2] = {Int32GetDatum(id), PointerGetDatum(retention)};
-	char		nulls[2] = {' ', retention ? ' ' : 'n'};
-
-	SPI_connect();
-	if (SPI_execute_with_args("UPDATE pgrpl.subscription SET retention = $2 WHERE sub_id = $1",
-							  2, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update pgrpl.subscription");
-	SPI_finish();
+	pfree(sql);
 }
 
 /* Drops the captured data too: the subscription's tables, not row by row. */

@@ -23,6 +23,8 @@ typedef struct PgrplSubscription
 	XLogRecPtr	start_lsn;
 	bool		streaming;		/* ask for in-progress transactions (14+) */
 	bool		two_phase;		/* decode prepared transactions at PREPARE (15+) */
+	bool		origin_none;	/* only transactions without a replication origin */
+	bool		failover;		/* the slot is a failover slot (17+) */
 } PgrplSubscription;
 
 extern PgrplSubscription *pgrpl_subscription_get(const char *name, bool missing_ok);
@@ -31,9 +33,8 @@ extern List *pgrpl_subscription_enabled_ids(void);
 extern int32 pgrpl_subscription_insert(PgrplSubscription *sub);
 extern void pgrpl_subscription_update(PgrplSubscription *sub);
 extern void pgrpl_subscription_delete(int32 id);
-extern void pgrpl_subscription_set_retention(int32 id, Interval *retention);
-extern void pgrpl_subscription_set_streaming(int32 id, bool streaming);
-extern void pgrpl_subscription_set_two_phase(int32 id, bool two_phase);
+extern void pgrpl_subscription_set_option(int32 id, const char *column, Oid type,
+										  Datum value, bool isnull);
 
 /* What the launcher should do with a subscription's worker, at end of xact. */
 typedef enum PgrplWorkerAction

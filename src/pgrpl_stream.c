@@ -265,6 +265,80 @@ pgrpl_create_remote_slot(WalReceiverConn *conn, const char *slotname)
 	return lsn;
 }
 
+/*
+ * Failover slots (synchronized to the primary's standbys, so that capture
+ * goes on after a failover) exist from PostgreSQL 17 on.
+ */
+void
+pgrpl_check_failover_supported(WalReceiverConn *conn)
+{
+	int			server_version = walrcv_server_version(conn);
+
+	if (server_version < 170000)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("failover slots need a primary of PostgreSQL 17 or later"),
+				 errdetail("The primary runs PostgreSQL %d.", server_version / 10000),
+				 errhint("Set failover to false with pgrpl.alter_subscription, or omit it.")));
+}
+
+/* Is the slot a failover slot?  Never before PostgreSQL 17. */
+bool
+pgrpl_remote_slot_failover(WalReceiverConn *conn, const char *slotname)
+{
+	char	   *sql;
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	bool		failover = false;
+
+	if (walrcv_server_version(conn) < 170000)
+		return false;
+	sql = psprintf("SELECT s.failover::pg_catalog.text FROM pg_catalog.pg_replication_slots s"
+				   " WHERE s.slot_name OPERATOR(pg_catalog.=) %s",
+				   quote_literal_cstr(slotname));
+	res = pgrpl_remote_query(conn, sql, 1, "read the failover property of the replication slot");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, 1, &isnull);
+
+		failover = !isnull && strcmp(TextDatumGetCString(d), "true") == 0;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	pfree(sql);
+	return failover;
+}
+
+/*
+ * Make the slot a failover slot or not, as the subscription says.  Done
+ * at every connection, before START_REPLICATION (the slot must not be in
+ * use), so that alter_subscription(failover => ...) takes effect at the
+ * worker's next session and a slot changed by hand is set back.
+ */
+void
+pgrpl_sync_slot_failover(WalReceiverConn *conn, const char *slotname, bool failover)
+{
+	char	   *cmd;
+	WalRcvExecResult *res;
+
+	if (failover)
+		pgrpl_check_failover_supported(conn);
+	if (pgrpl_remote_slot_failover(conn, slotname) == failover)
+		return;
+	cmd = psprintf("ALTER_REPLICATION_SLOT %s ( FAILOVER %s )",
+				   quote_identifier(slotname), failover ? "true" : "false");
+	res = walrcv_exec(conn, cmd, 0, NULL);
+	if (res->status != WALRCV_OK_COMMAND)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not alter replication slot \"%s\" on the primary: %s",
+						slotname, res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+	pfree(cmd);
+}
+
 /* WAIT: the walsender of a just-stopped worker may not have exited yet. */
 void
 pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slotname)
@@ -332,10 +406,13 @@ pgrpl_publication_names_literal(List *publications)
  * it: how the changes are applied is the subscriber's business).
  * two_phase needs protocol 3 (15+): before 15 it is not asked for, and
  * prepared transactions arrive at COMMIT PREPARED as ordinary ones.
+ * origin 'none' is pgoutput's from 16 on, where the walsender does not
+ * even decode what it filters; from older primaries every transaction
+ * comes, and those with an ORIGIN message are dropped here instead.
  */
 void
 pgrpl_protocol_choose(int server_version, bool streaming, bool two_phase,
-					  PgrplProtocol *proto)
+					  bool origin_none, PgrplProtocol *proto)
 {
 	memset(proto, 0, sizeof(*proto));
 	proto->server_version = server_version;
@@ -355,6 +432,11 @@ pgrpl_protocol_choose(int server_version, bool streaming, bool two_phase,
 	{
 		proto->two_phase = true;
 		proto->proto_version = Max(proto->proto_version, 3);
+	}
+	if (origin_none)
+	{
+		proto->origin_none = (server_version >= 160000);
+		proto->skip_origins = !proto->origin_none;
 	}
 }
 
@@ -389,14 +471,15 @@ pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
 	walrcv_clear_result(res);
 
 	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
-				   "(proto_version '%d', publication_names %s%s%s%s)",
+				   "(proto_version '%d', publication_names %s%s%s%s%s)",
 				   quote_identifier(slotname), LSN_FORMAT_ARGS(startpos),
 				   proto->proto_version,
 				   pgrpl_publication_names_literal(publications),
 				   proto->messages ? ", messages 'true'" : "",
 				   !proto->streaming ? "" :
 				   proto->abort_info ? ", streaming 'parallel'" : ", streaming 'on'",
-				   proto->two_phase ? ", two_phase 'on'" : "");
+				   proto->two_phase ? ", two_phase 'on'" : "",
+				   proto->origin_none ? ", origin 'none'" : "");
 	res = walrcv_exec(conn, cmd, 0, NULL);
 	if (res->status != WALRCV_OK_COPY_BOTH)
 		ereport(ERROR,

@@ -39,10 +39,15 @@ typedef struct PgrplProtocol
 	bool		streaming;		/* in-progress transactions streamed (14+) */
 	bool		abort_info;		/* STREAM ABORT carries LSN and time (16+) */
 	bool		two_phase;		/* prepared transactions decoded at PREPARE (15+) */
+	bool		origin_none;	/* the primary sends only transactions without
+								 * a replication origin (16+) */
+	bool		skip_origins;	/* origin 'none' wanted from an older primary:
+								 * pgrpl drops transactions with an ORIGIN */
 } PgrplProtocol;
 
 extern void pgrpl_protocol_choose(int server_version, bool streaming,
-								  bool two_phase, PgrplProtocol *proto);
+								  bool two_phase, bool origin_none,
+								  PgrplProtocol *proto);
 extern void pgrpl_stream_load(void);
 extern void pgrpl_check_conninfo(const char *conninfo);
 extern char *pgrpl_mask_conninfo_str(const char *conninfo);
@@ -55,6 +60,10 @@ extern void pgrpl_check_publications(WalReceiverConn *conn, List *publications);
 extern bool pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slot,
 									 XLogRecPtr *confirmed_flush);
 extern XLogRecPtr pgrpl_create_remote_slot(WalReceiverConn *conn, const char *slot);
+extern void pgrpl_check_failover_supported(WalReceiverConn *conn);
+extern bool pgrpl_remote_slot_failover(WalReceiverConn *conn, const char *slot);
+extern void pgrpl_sync_slot_failover(WalReceiverConn *conn, const char *slot,
+									 bool failover);
 extern void pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slot);
 extern void pgrpl_stream_start(WalReceiverConn *conn, const char *slot,
 							   XLogRecPtr startpos, List *publications,

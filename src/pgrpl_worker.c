@@ -549,7 +549,8 @@ pgrpl_session(void)
 	pgrpl_relmap_set_loopback(W.loopback);
 	pgrpl_capture_init(&W.cap, &pgrpl_worker_sink, W.loopback, W.progress);
 	pgrpl_protocol_choose(walrcv_server_version(W.conn), W.sub->streaming,
-						  W.sub->two_phase, &W.proto);
+						  W.sub->two_phase, W.sub->origin_none, &W.proto);
+	W.cap.skip_origins = W.proto.skip_origins;
 	pgrpl_worker_note_protocol(W.proto.proto_version);
 	pgrpl_worker_note_streams(0);
 	pgrpl_group_reset();
@@ -559,6 +560,11 @@ pgrpl_session(void)
 	W.last_status_time = 0;
 	W.ping_sent = false;
 
+	/* Reading the slot's row builds a tuple descriptor: catalog access. */
+	StartTransactionCommand();
+	pgrpl_sync_slot_failover(W.conn, W.sub->slot_name, W.sub->failover);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(TopMemoryContext);
 	pgrpl_stream_start(W.conn, W.sub->slot_name, W.progress, W.sub->publications,
 					   &W.proto);
 	pgrpl_worker_set_state(PGRPL_STATE_STREAMING);

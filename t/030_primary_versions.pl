@@ -8,7 +8,11 @@
 # protocol pgrpl negotiated, then drops the subscription with its slot.
 # A second subscription with two_phase asks for it only from primaries >=
 # 15 (protocol 3+), where a prepared transaction is captured at PREPARE;
-# from older ones it arrives at COMMIT PREPARED.
+# from older ones it arrives at COMMIT PREPARED.  origin => 'none' keeps
+# out transactions with a replication origin (filtered by 16+ primaries,
+# by pgrpl before); failover => true makes a failover slot on 17+ (and is
+# refused before); a stored generated column is captured from an 18
+# primary that publishes it (publish_generated_columns), absent before.
 #
 # The server binaries come from scripts/primaries.sh (run as root; it
 # prints their bin dirs), which scripts/test.sh runs before the TAP tests.
@@ -236,8 +240,10 @@ sub test_primary
 
 	# ------------------------------------------------------- two-phase --
 	my $tp = "${name}tp";
+	# (From 17 on also a failover slot: the two go together.)
 	$sub->safe_psql('postgres',
-		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true)");
+		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true"
+		  . ($major >= 17 ? ', failover => true' : '') . ')');
 	pgrpl_wait_state($sub, $tp, 'streaming', "$tp: a two_phase subscription streams");
 	my @tp_cmds = start_commands($primary, $tp);
 	if ($major >= 15)
@@ -266,7 +272,118 @@ sub test_primary
 			"SELECT count(*) FROM pgrpl.changes('$tp') WHERE new->>'v' = 'prepared'"),
 		'1', "$tp: visible once after COMMIT PREPARED");
 	is(pgrpl_stat($sub, $tp, 'last_error'), '', "$tp: no error recorded");
+	if ($major >= 17)
+	{
+		is( $primary->safe_psql('postgres',
+				"SELECT two_phase AND failover FROM pg_replication_slots WHERE slot_name = '$tp'"),
+			't', "$tp: the slot is a two_phase failover slot");
+	}
 	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$tp')");
+
+	# ---------------------------------------------------------- origin --
+	# origin => 'none': a 16+ primary filters by itself (pgoutput's origin
+	# option); from older ones pgrpl drops transactions with an ORIGIN.
+	my $on = "${name}on";
+	$sub->safe_psql('postgres',
+		"SELECT pgrpl.create_subscription('$on', '$connstr', ARRAY['pub'], origin => 'none')");
+	pgrpl_wait_state($sub, $on, 'streaming', "$on: an origin 'none' subscription streams");
+	my @on_cmds = start_commands($primary, $on);
+	if ($major >= 16)
+	{
+		like($on_cmds[-1], qr/origin 'none'/, "$on: pgrpl asks the primary for origin 'none'");
+	}
+	else
+	{
+		unlike($on_cmds[-1], qr/origin/, "$on: pgrpl does not send origin to a primary before 16");
+	}
+	my $before = pgrpl_primary_lsn($primary);
+	$primary->safe_psql(
+		'postgres', q{
+		SELECT pg_replication_origin_create('elsewhere');
+		SELECT pg_replication_origin_session_setup('elsewhere');
+		INSERT INTO public.t (id, v) VALUES (8, 'from elsewhere');
+		INSERT INTO public.big SELECT g, 'elsewhere' FROM generate_series(40001, 43000) g;
+		SELECT pg_replication_origin_session_reset();
+		INSERT INTO public.t (id, v) VALUES (9, 'local');
+	});
+	$lsn = pgrpl_primary_lsn($primary);
+	pgrpl_wait_lsn($sub, $on,   $lsn, "$on: caught up")   or return;
+	pgrpl_wait_lsn($sub, $name, $lsn, "$name: caught up") or return;
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT string_agg(coalesce(origin, '-') || ':' || changes, ',' ORDER BY commit_lsn)
+			   FROM pgrpl.transactions('$name') WHERE commit_lsn > '$before'"),
+		'elsewhere:1,elsewhere:3000,-:1',
+		"$name: origin 'any' captures the transactions of another origin, with their origin");
+	is( $sub->safe_psql(
+			'postgres',
+			"SELECT string_agg(new->>'v', ',' ORDER BY commit_lsn, seq) FROM pgrpl.changes('$on')
+			  WHERE new->>'v' IN ('from elsewhere', 'local') OR new->>'pad' = 'elsewhere'"),
+		'local', "$on: origin 'none' captures only the transaction without an origin");
+	is(pgrpl_stat($sub, $on, 'last_error'), '', "$on: no error recorded");
+	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$on')");
+
+	# -------------------------------------------------------- failover --
+	# Failover slots from 17 on; before, asking for one is an error.
+	my $fo = "${name}fo";
+	my ($ret, $out, $stderr) = $sub->psql('postgres',
+		"SELECT pgrpl.create_subscription('$fo', '$connstr', ARRAY['pub'], failover => true)");
+	if ($major >= 17)
+	{
+		is($ret, 0, "$fo: create_subscription with failover") or diag($stderr);
+		is( $primary->safe_psql('postgres',
+				"SELECT failover FROM pg_replication_slots WHERE slot_name = '$fo'"),
+			't', "$fo: the slot on the primary is a failover slot");
+		$sub->safe_psql('postgres', "SELECT pgrpl.alter_subscription('$fo', failover => false)");
+		ok( $primary->poll_query_until(
+				'postgres',
+				"SELECT NOT failover FROM pg_replication_slots WHERE slot_name = '$fo'"),
+			"$fo: after alter_subscription(failover => false) the worker made the slot no failover slot");
+		pgrpl_wait_state($sub, $fo, 'streaming', "$fo: streams again");
+		is(pgrpl_stat($sub, $fo, 'last_error'), '', "$fo: no error recorded");
+		$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$fo')");
+	}
+	else
+	{
+		isnt($ret, 0, "$fo: create_subscription with failover fails");
+		like($stderr, qr/failover slots need a primary of PostgreSQL 17 or later/,
+			"$fo: and says why");
+		is( $primary->safe_psql('postgres',
+				"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$fo'"),
+			'0', "$fo: no slot was left on the primary");
+	}
+
+	# ------------------------------------------------ generated columns --
+	# A stored generated column is sent by an 18 primary whose publication
+	# says publish_generated_columns = stored; before 18 never.
+	if ($major >= 12)
+	{
+		my $gen = "${name}gen";
+		$primary->safe_psql('postgres',
+			"CREATE TABLE public.gen (id int PRIMARY KEY, a int,
+			                         b int GENERATED ALWAYS AS (a * 2) STORED);
+			 CREATE PUBLICATION pubgen FOR TABLE public.gen"
+			  . ($major >= 18 ? ' WITH (publish_generated_columns = stored)' : ''));
+		$sub->safe_psql('postgres',
+			"SELECT pgrpl.create_subscription('$gen', '$connstr', ARRAY['pubgen'])");
+		pgrpl_wait_state($sub, $gen, 'streaming', "$gen: streams");
+		$primary->safe_psql('postgres', 'INSERT INTO public.gen (id, a) VALUES (1, 21)');
+		pgrpl_wait_lsn($sub, $gen, pgrpl_primary_lsn($primary), "$gen: caught up")
+		  or return;
+		my $row = $sub->safe_psql('postgres',
+			"SELECT new FROM pgrpl.changes('$gen') WHERE op = 'INSERT'");
+		my $full = $primary->safe_psql('postgres', 'SELECT to_jsonb(g) FROM public.gen g');
+		if ($major >= 18)
+		{
+			is($row, $full, "$gen: new equals to_jsonb() with the generated column");
+		}
+		else
+		{
+			is($row, '{"a": 21, "id": 1}',
+				"$gen: new lacks the generated column (to_jsonb() gives $full)");
+		}
+		$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$gen')");
+	}
 
 	# ------------------------------------------------------------- drop --
 	$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$name')");
