@@ -21,9 +21,19 @@
 #                 pgrpl     a pgrpl subscription materializing the changes
 #               Workloads: (a) small transactions of INSERT + UPDATE + DELETE,
 #               (b) one transaction inserting every row, (c) 20-column rows
-#               with an 8-20 kB TOASTed column, updates not touching it.
+#               with an 8-20 kB TOASTed column, updates not touching it,
+#               (d) mixed: small transactions (an upsert and an UPDATE or a
+#               DELETE each) with one large INSERT transaction in the middle
+#               of the same backlog.
+#               Every workload is drained over each transport (TCP to
+#               127.0.0.1, and the Unix socket): each consumer has its own
+#               slots per transport, all created before the one backlog.
 #               Prints the median of the repetitions, changes/s, the ratios
-#               pgrpl/ceiling and pgrpl/built-in, the pgrpl worker's peak
+#               pgrpl/ceiling and pgrpl/built-in, the walsender-bound limit
+#               (changes / the CPU seconds of the walsender serving pgrpl,
+#               measured in the same drain) and pgrpl's drain time over that
+#               walsender CPU time (1.0: the worker keeps up with what the
+#               primary can decode), the pgrpl worker's peak
 #               memory, and (measured after each drain's timing) the disk
 #               use of pgrpl's log per change next to that of the built-in
 #               consumer's replica table per row.  A drain's time includes
@@ -59,7 +69,8 @@
 #   PGRPL_PG_BIN         PostgreSQL bin dir (lib.sh; default the system one)
 #   PGRPL_BENCH_SCALE    size factor (1 = full; --quick: 0.01)
 #   PGRPL_BENCH_REPS     drains per consumer and workload (3; --quick: 1)
-#   PGRPL_BENCH_WORKLOADS  subset of "a b c"
+#   PGRPL_BENCH_WORKLOADS  subset of "a b c d"
+#   PGRPL_BENCH_TRANSPORTS subset of "tcp unix" (default both)
 #   PGRPL_BENCH_CONSUMERS  subset of "ceiling builtin pgrpl" (ratios need all)
 #   PGRPL_BENCH_PERF     a directory: perf record (call graphs, PGRPL_BENCH_PERF_FREQ
 #                        samples/s, default 499) every consumer
@@ -105,13 +116,15 @@ else
     SCALE=${PGRPL_BENCH_SCALE:-1} REPS=${PGRPL_BENCH_REPS:-3}
     DRAIN_TIMEOUT=${PGRPL_BENCH_TIMEOUT:-1800} QUERY_RUNS=10 LAT_N=200
 fi
-WORKLOADS=${PGRPL_BENCH_WORKLOADS:-a b c}
+WORKLOADS=${PGRPL_BENCH_WORKLOADS:-a b c d}
+TRANSPORTS=${PGRPL_BENCH_TRANSPORTS:-tcp unix}
 CONSUMERS=${PGRPL_BENCH_CONSUMERS:-ceiling builtin pgrpl}
 CLK_TCK=$(getconf CLK_TCK)
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || pgrpl_die "PGRPL_BENCH_SCALE must be a positive number"
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_REPS must be a positive integer"
 [[ $DRAIN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || pgrpl_die "PGRPL_BENCH_TIMEOUT must be a positive integer"
-for w in $WORKLOADS; do [[ $w == [abc] ]] || pgrpl_die "PGRPL_BENCH_WORKLOADS: unknown workload $w"; done
+for w in $WORKLOADS; do [[ $w == [abcd] ]] || pgrpl_die "PGRPL_BENCH_WORKLOADS: unknown workload $w"; done
+for t in $TRANSPORTS; do [[ $t == @(tcp|unix) ]] || pgrpl_die "PGRPL_BENCH_TRANSPORTS: unknown transport $t"; done
 for c in $CONSUMERS; do
     [[ $c == @(ceiling|builtin|pgrpl) ]] || pgrpl_die "PGRPL_BENCH_CONSUMERS: unknown consumer $c"
 done
@@ -122,6 +135,8 @@ A_TXNS=$(scaled 334000 300)           # (a): 3 * A_TXNS - 300 changes
 B_ROWS=$(scaled 1000000 1000)         # (b): B_ROWS changes in one transaction
 C_ROWS=$(scaled 10000 50)             # (c): C_ROWS inserts + C_ROUNDS updates of each
 C_ROUNDS=20 C_BATCH=10
+D_TXNS=$(scaled 60000 300)            # (d): D_TXNS small transactions of 2 changes
+D_ROWS=$(scaled 300000 300)           # ... and one of D_ROWS inserts in the middle
 STREAM_LDWM=64MB
 ((QUICK)) && STREAM_LDWM=64kB
 STREAM_LDWM=${PGRPL_BENCH_STREAM_WORK_MEM:-$STREAM_LDWM}
@@ -137,17 +152,20 @@ declare -A W_TITLE=(
     [a]="(a) small txns: INSERT+UPDATE+DELETE"
     [b]="(b) one txn of INSERTs"
     [c]="(c) 20 cols, TOASTed 8-20 kB, updates"
+    [d]="(d) mixed: small txns + 1 large"
 )
 declare -A W_CHANGES=(
     [a]=$((3 * A_TXNS - 300))
     [b]=$B_ROWS
     [c]=$((C_ROWS * (1 + C_ROUNDS)))
+    [d]=$((2 * D_TXNS + D_ROWS))
 )
 # What the replica table must hold after a built-in drain (primary = replica).
 declare -A W_CHECK=(
     [a]="SELECT count(*) || '/' || sum(k) || '/' || sum(n) FROM public.bench_a"
     [b]="SELECT count(*) || '/' || sum(k) FROM public.bench_b"
     [c]="SELECT count(*) || '/' || sum(c01) || '/' || sum(c15) || '/' || sum(length(big)) FROM public.bench_c"
+    [d]="SELECT count(*) || '/' || sum(k) || '/' || count(v) FROM public.bench_d"
 )
 
 # ------------------------------------------------------------- machinery --
@@ -291,25 +309,38 @@ SIZES=''   # $BENCH/sizes:   "workload consumer rep bytes units" (record_size)
 
 # Slots (and disabled subscriptions) for every consumer and repetition of
 # workload $1, created before its backlog.
+# The primary's address over transport $1: 127.0.0.1 or the socket dir.
+host_of() { if [[ $1 == unix ]]; then echo "$BENCH"; else echo 127.0.0.1; fi; }
+conninfo_of() { echo "host=$(host_of "$1") port=$PPORT dbname=postgres user=postgres"; }
+
+# Slots (and disabled subscriptions) for every consumer, transport and
+# repetition of workload $1, created before its backlog.  A drain's key is
+# WORKLOAD_TRANSPORT (e.g. a_tcp).
 create_consumers() {
-    local w=$1 r
-    for ((r = 1; r <= REPS; r++)); do
-        pgrpl_as_pg "$PGRPL_PG_BIN/pg_recvlogical" -h "$BENCH" -p "$PPORT" -d postgres \
-            --slot="rl_${w}_$r" --create-slot -P pgoutput
-        q_s_quiet "CREATE SUBSCRIPTION bi_${w}_$r CONNECTION '$CONNINFO' PUBLICATION bench_pub
-                   WITH (enabled = false, copy_data = false, slot_name = 'bi_${w}_$r')"
-        q_s "SELECT pgrpl.create_subscription('pg_${w}_$r', '$CONNINFO', ARRAY['bench_pub'],
-                                              enabled => false)" >/dev/null
+    local w=$1 r t k
+    for t in $TRANSPORTS; do
+        k=${w}_$t
+        for ((r = 1; r <= REPS; r++)); do
+            pgrpl_as_pg "$PGRPL_PG_BIN/pg_recvlogical" -h "$BENCH" -p "$PPORT" -d postgres \
+                --slot="rl_${k}_$r" --create-slot -P pgoutput
+            q_s_quiet "CREATE SUBSCRIPTION bi_${k}_$r CONNECTION '$(conninfo_of "$t")' PUBLICATION bench_pub
+                       WITH (enabled = false, copy_data = false, slot_name = 'bi_${k}_$r')"
+            q_s "SELECT pgrpl.create_subscription('pg_${k}_$r', '$(conninfo_of "$t")', ARRAY['bench_pub'],
+                                                  enabled => false)" >/dev/null
+        done
     done
 }
 
 drop_consumers() {
-    local w=$1 r
+    local w=$1 r t k
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
-    for ((r = 1; r <= REPS; r++)); do
-        q_s_quiet "DROP SUBSCRIPTION bi_${w}_$r" >/dev/null
-        q_s "SELECT pgrpl.drop_subscription('pg_${w}_$r')" >/dev/null
-        q_p "SELECT pg_drop_replication_slot('rl_${w}_$r')" >/dev/null
+    for t in $TRANSPORTS; do
+        k=${w}_$t
+        for ((r = 1; r <= REPS; r++)); do
+            q_s_quiet "DROP SUBSCRIPTION bi_${k}_$r" >/dev/null
+            q_s "SELECT pgrpl.drop_subscription('pg_${k}_$r')" >/dev/null
+            q_p "SELECT pg_drop_replication_slot('rl_${k}_$r')" >/dev/null
+        done
     done
 }
 
@@ -320,6 +351,7 @@ build_backlog() {
         b) printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_b($B_ROWS);" | psql_p ;;
         c) printf '%s\n' "SET synchronous_commit = off;" \
             "CALL public.bench_build_c($C_ROWS, $C_ROUNDS, $C_BATCH);" | psql_p ;;
+        d) printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_d($D_TXNS, $D_ROWS);" | psql_p ;;
     esac
 }
 
@@ -352,56 +384,59 @@ record_size() {
 cpu_note() { awk '{ printf "CPU s: consumer %s, walsender %s", $4, $5 }' <<<"$1"; }
 
 drain_ceiling() {
-    local w=$1 r=$2 t0 t1 rc=0 s
+    local w=$1 t=$2 r=$3 t0 t1 rc=0 s
+    local k=${w}_$t
     checkpoint_both
-    start_sampler "rl_${w}_$r" "pgrep -x pg_recvlogical" "ceiling-$w-$r"
+    start_sampler "rl_${k}_$r" "pgrep -x pg_recvlogical" "ceiling-$k-$r"
     t0=$(now)
     timeout "$DRAIN_TIMEOUT" runuser -u "$PGRPL_PG_USER" -- "$PGRPL_PG_BIN/pg_recvlogical" \
-        -h 127.0.0.1 -p "$PPORT" -d postgres -U postgres --slot="rl_${w}_$r" --start \
+        -h "$(host_of "$t")" -p "$PPORT" -d postgres -U postgres --slot="rl_${k}_$r" --start \
         --endpos="$TARGET" --no-loop -o proto_version=1 -o publication_names=bench_pub \
         -f /dev/null || rc=$?
     t1=$(now)
     stop_sampler
     s=$SAMPLE
-    ((rc == 0)) || pgrpl_die "pg_recvlogical on rl_${w}_$r exited with status $rc"
-    record "$w" ceiling "$r" "$(elapsed "$t0" "$t1")" "$s"
-    log "ceiling  rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); slot at $(q_p "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'rl_${w}_$r'"))"
+    ((rc == 0)) || pgrpl_die "pg_recvlogical on rl_${k}_$r exited with status $rc"
+    record "$k" ceiling "$r" "$(elapsed "$t0" "$t1")" "$s"
+    log "$t ceiling  rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); slot at $(q_p "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'rl_${k}_$r'"))"
 }
 
 drain_builtin() {
-    local w=$1 r=$2 t0 t1 got want s size
+    local w=$1 t=$2 r=$3 t0 t1 got want s size
+    local k=${w}_$t
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
     t0=$(now)
-    q_s "ALTER SUBSCRIPTION bi_${w}_$r ENABLE" >/dev/null
-    start_sampler "bi_${w}_$r" "q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = 'bi_${w}_$r' AND relid IS NULL AND pid IS NOT NULL\"" "builtin-$w-$r"
-    if ! wait_slot "bi_${w}_$r"; then
+    q_s "ALTER SUBSCRIPTION bi_${k}_$r ENABLE" >/dev/null
+    start_sampler "bi_${k}_$r" "q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = 'bi_${k}_$r' AND relid IS NULL AND pid IS NOT NULL\"" "builtin-$k-$r"
+    if ! wait_slot "bi_${k}_$r"; then
         stop_sampler
         q_s "SELECT * FROM pg_stat_subscription_stats" >&2 || true
-        pgrpl_die "built-in subscription bi_${w}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
+        pgrpl_die "built-in subscription bi_${k}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
     stop_sampler
     s=$SAMPLE
-    q_s "ALTER SUBSCRIPTION bi_${w}_$r DISABLE" >/dev/null
-    record "$w" builtin "$r" "$(elapsed "$t0" "$t1")" "$s"
+    q_s "ALTER SUBSCRIPTION bi_${k}_$r DISABLE" >/dev/null
+    record "$k" builtin "$r" "$(elapsed "$t0" "$t1")" "$s"
     got=$(q_s "${W_CHECK[$w]}")
     want=$(q_p "${W_CHECK[$w]}")
     [[ $got == "$want" ]] || pgrpl_die "built-in replica of bench_$w differs: $got, primary $want"
-    size=$(record_size "$w" builtin "$r" "SELECT pg_total_relation_size('public.bench_$w') || ' ' || count(*)
+    size=$(record_size "$k" builtin "$r" "SELECT pg_total_relation_size('public.bench_$w') || ' ' || count(*)
                                           FROM public.bench_$w")
-    log "built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got;" \
+    log "$t built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got;" \
         "$size B/row)"
 }
 
 drain_pgrpl() {
-    local w=$1 r=$2 t0 t1 n s size
-    local sub=pg_${w}_$r
+    local w=$1 t=$2 r=$3 t0 t1 n s size
+    local k=${w}_$t
+    local sub=pg_${k}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
     checkpoint_both
     t0=$(now)
     q_s "SELECT pgrpl.enable_subscription('$sub')" >/dev/null
-    start_sampler "$sub" "q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL\"" "pgrpl-$w-$r"
+    start_sampler "$sub" "q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL\"" "pgrpl-$k-$r"
     if ! wait_slot "$sub"; then
         stop_sampler
         q_s "SELECT * FROM pgrpl.stat_subscription WHERE name = '$sub'" >&2 || true
@@ -411,20 +446,20 @@ drain_pgrpl() {
     stop_sampler
     s=$SAMPLE
     q_s "SELECT pgrpl.disable_subscription('$sub')" >/dev/null
-    record "$w" pgrpl "$r" "$(elapsed "$t0" "$t1")" "$s"
-    echo "$w $r $s" >>"$MEM"
+    record "$k" pgrpl "$r" "$(elapsed "$t0" "$t1")" "$s"
+    echo "$k $r $s" >>"$MEM"
     n=$(q_s "SELECT count(*) FROM pgrpl.change c JOIN pgrpl.subscription s USING (sub_id)
              WHERE s.sub_name = '$sub'")
     [[ $n == "${W_CHANGES[$w]}" ]] || pgrpl_die "pgrpl captured $n changes of bench_$w, expected ${W_CHANGES[$w]}"
-    size=$(record_size "$w" pgrpl "$r" "SELECT s.bytes || ' ' || $n FROM public.bench_log_size(
+    size=$(record_size "$k" pgrpl "$r" "SELECT s.bytes || ' ' || $n FROM public.bench_log_size(
                                           (SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub')) s")
-    log "pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes;" \
+    log "$t pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes;" \
         "$size B/change; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
 }
 
 run_workload() {
     local w=$1 t0 r
-    pgrpl_banner "throughput ${W_TITLE[$w]}: ${W_CHANGES[$w]} changes, $REPS drain(s) per consumer"
+    pgrpl_banner "throughput ${W_TITLE[$w]}: ${W_CHANGES[$w]} changes, $REPS drain(s) per consumer and transport ($TRANSPORTS)"
     q_p "TRUNCATE public.bench_$w" >/dev/null
     q_s "TRUNCATE public.bench_$w" >/dev/null
     create_consumers "$w"
@@ -436,7 +471,9 @@ run_workload() {
     log "backlog built in $(elapsed "$t0" "$(now)") s; target LSN $TARGET," \
         "$(q_p "SELECT pg_size_pretty(pg_wal_lsn_diff('$TARGET', min(restart_lsn))) FROM pg_replication_slots") of WAL"
     for ((r = 1; r <= REPS; r++)); do
-        for c in $CONSUMERS; do "drain_$c" "$w" "$r"; done
+        for t in $TRANSPORTS; do
+            for c in $CONSUMERS; do "drain_$c" "$w" "$t" "$r"; done
+        done
     done
     drop_consumers "$w"
 }
@@ -937,8 +974,8 @@ print_throughput() {
     local w
     printf '%-40s %9s  %-9s %9s %11s %13s %13s  %s\n' workload changes consumer "median s" "changes/s" \
         "consumer CPU" "walsndr CPU" "runs (s)"
-    for w in $WORKLOADS; do
-        awk -v w="$w" -v title="${W_TITLE[$w]}" -v n="${W_CHANGES[$w]}" '
+    for w in $WORKLOADS; do for t in $TRANSPORTS; do
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" '
             $1 == w { t[$2] = t[$2] " " $4; c[$2]++; v[$2, c[$2]] = $4; u[$2, c[$2]] = $5; x[$2, c[$2]] = $6 }
             function median(arr, k,   i, j, m, tmp, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
@@ -956,19 +993,28 @@ print_throughput() {
                     first = 0
                 }
             }' "$RESULTS"
-    done
+    done; done
     echo
-    printf '%-40s %14s %15s %19s %19s\n' workload pgrpl/ceiling pgrpl/built-in "worker VmHWM MB" "peak RssAnon MB"
-    for w in $WORKLOADS; do
-        awk -v w="$w" -v title="${W_TITLE[$w]}" -v memf="$MEM" '
+    printf '%-40s %14s %15s %15s %15s %16s %16s\n' workload pgrpl/ceiling pgrpl/built-in "walsndr-bound/s" "drain/walsndr" \
+        "worker VmHWM MB" "peak RssAnon MB"
+    for w in $WORKLOADS; do for t in $TRANSPORTS; do
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" -v memf="$MEM" '
             function median(k,   i, j, m, tmp, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
                 for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
                 return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
             }
-            $1 == w { c[$2]++; v[$2, c[$2]] = $4 }
+            $1 == w { c[$2]++; v[$2, c[$2]] = $4; if ($2 == "pgrpl") { cw++; x[cw] = $6 } }
+            function median_ws(   i, j, tmp, a) {
+                for (i = 1; i <= cw; i++) a[i] = x[i]
+                for (i = 2; i <= cw; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (cw % 2) ? a[(cw + 1) / 2] : (a[cw / 2] + a[cw / 2 + 1]) / 2
+            }
             END {
                 if (!("pgrpl" in c)) exit
+                ws = median_ws()
+                lim = (ws > 0) ? sprintf("%15.0f", n / ws) : sprintf("%15s", "-")
+                dr = (ws > 0) ? sprintf("%14.2fx", median("pgrpl") / ws) : sprintf("%15s", "-")
                 rc = ("ceiling" in c) ? sprintf("%13.1f%%", 100 * median("ceiling") / median("pgrpl")) : sprintf("%14s", "-")
                 rb = ("builtin" in c) ? sprintf("%14.1f%%", 100 * median("builtin") / median("pgrpl")) : sprintf("%15s", "-")
                 while ((getline line < memf) > 0) {
@@ -976,9 +1022,9 @@ print_throughput() {
                     if (f[1] == w) { if (f[4] > anon) anon = f[4]; if (f[5] > hwm) hwm = f[5] }
                 }
                 # ratio of rates = inverse ratio of times
-                printf "%-40s %s %s %19.1f %19.1f\n", title, rc, rb, hwm / 1024, anon / 1024
+                printf "%-40s %s %s %s %s %16.1f %16.1f\n", title, rc, rb, lim, dr, hwm / 1024, anon / 1024
             }' "$RESULTS"
-    done
+    done; done
 }
 
 # Disk use per change (pgrpl) and per row (built-in replica), median of
@@ -987,8 +1033,8 @@ print_storage() {
     [[ -s $SIZES ]] || return 0
     local w
     printf '%-40s %14s %12s %13s %13s %14s\n' workload "log B/change" "(changes)" "replica B/row" "(rows)" "log/replica"
-    for w in $WORKLOADS; do
-        awk -v w="$w" -v title="${W_TITLE[$w]}" '
+    for w in $WORKLOADS; do for t in $TRANSPORTS; do
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" '
             function median(k,   i, j, m, tmp, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
                 for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
@@ -1002,7 +1048,7 @@ print_storage() {
                 lr = (("pgrpl" in c) && ("builtin" in c)) ? sprintf("%13.2fx", median("pgrpl") / median("builtin")) : sprintf("%14s", "-")
                 printf "%-40s %s %s %s\n", title, lp, lb, lr
             }' "$SIZES"
-    done
+    done; done
 }
 
 # ----------------------------------------------------------------- main --
@@ -1083,6 +1129,10 @@ if want throughput; then
     echo "pgrpl: within ~10 ms of the WAL writer's flush)."
     echo "consumer/walsndr CPU: CPU time (user + system) the consumer process and the walsender"
     echo "serving it used during the drain; a process near 100% of the drain time is the bottleneck."
+    echo "walsndr-bound/s: changes / CPU seconds of the walsender serving pgrpl (median), the most one"
+    echo "subscription can get from its walsender; drain/walsndr: pgrpl's drain time / that CPU time"
+    echo "(1.0x: the worker keeps up with the primary's decoding; target <= 1.2x).  tcp = 127.0.0.1,"
+    echo "unix = the primary's Unix socket, for every consumer."
     echo
     print_throughput
     echo

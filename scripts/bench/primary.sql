@@ -2,7 +2,7 @@
 -- wait of the primary (after tables.sql).
 
 CREATE PUBLICATION bench_pub
-    FOR TABLE public.bench_a, public.bench_b, public.bench_c, public.bench_lat;
+    FOR TABLE public.bench_a, public.bench_b, public.bench_c, public.bench_d, public.bench_lat;
 
 -- (a) n small transactions.  Transaction i inserts row i, updates row
 -- i - 100 and deletes row i - 200: 3n - 300 changes (n > 200), every row
@@ -50,6 +50,36 @@ BEGIN
              WHERE id > s * batch AND id <= (s + 1) * batch;
             COMMIT;
         END LOOP;
+    END LOOP;
+END
+$$;
+
+-- (d) ntxns small transactions of 2 changes each: an upsert inserting row
+-- base + i, then an UPDATE of the row the previous one inserted (i even) or
+-- a DELETE of the one inserted two before (i odd; transaction 1 updates its
+-- own row); after half of them, one transaction inserting nrows rows.
+-- 2 * ntxns + nrows changes.
+CREATE PROCEDURE public.bench_build_d(ntxns integer, nrows integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    base constant bigint := 1000000000;
+BEGIN
+    FOR i IN 1..ntxns LOOP
+        INSERT INTO public.bench_d VALUES (base + i, i % 1000, md5(i::text), clock_timestamp())
+            ON CONFLICT (id) DO UPDATE SET k = excluded.k, v = excluded.v, ts = excluded.ts;
+        IF i % 2 = 0 THEN
+            UPDATE public.bench_d SET k = k + 1, ts = clock_timestamp() WHERE id = base + i - 1;
+        ELSIF i >= 3 THEN
+            DELETE FROM public.bench_d WHERE id = base + i - 2;
+        ELSE
+            UPDATE public.bench_d SET k = k + 1 WHERE id = base + i;
+        END IF;
+        COMMIT;
+        IF i = ntxns / 2 THEN
+            INSERT INTO public.bench_d
+            SELECT g, g % 1000, md5(g::text), now() FROM generate_series(1, nrows) g;
+            COMMIT;
+        END IF;
     END LOOP;
 END
 $$;

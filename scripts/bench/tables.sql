@@ -31,6 +31,14 @@ CREATE TABLE public.bench_c (
 );
 ALTER TABLE public.bench_c ALTER COLUMN big SET STORAGE EXTERNAL;
 
+-- (d) mixed: small transactions with one large one in the same backlog
+CREATE TABLE public.bench_d (
+    id bigint PRIMARY KEY,
+    k  integer NOT NULL,
+    v  text,
+    ts timestamptz
+);
+
 -- end-to-end latency probe rows
 CREATE TABLE public.bench_lat (
     id  integer PRIMARY KEY,
