@@ -326,7 +326,7 @@ create_consumers() {
             q_s_quiet "CREATE SUBSCRIPTION bi_${k}_$r CONNECTION '$(conninfo_of "$t")' PUBLICATION bench_pub
                        WITH (enabled = false, copy_data = false, slot_name = 'bi_${k}_$r')"
             q_s "SELECT pgrpl.create_subscription('pg_${k}_$r', '$(conninfo_of "$t")', ARRAY['bench_pub'],
-                                                  enabled => false)" >/dev/null
+                                                  enabled => false, copy_data => false)" >/dev/null
         done
     done
 }
@@ -537,7 +537,7 @@ stream_live() {
     else
         name=ps_live
         q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
-        q_s "SELECT pgrpl.create_subscription('$name', '$STREAM_CONNINFO', ARRAY['bench_spub'])" >/dev/null
+        q_s "SELECT pgrpl.create_subscription('$name', '$STREAM_CONNINFO', ARRAY['bench_spub'], copy_data => false)" >/dev/null
         q_s "SELECT pgrpl.wait_for_lsn('$name', '$(q_p "SELECT pg_current_wal_lsn()")', '60s')" >/dev/null
     fi
     checkpoint_both
@@ -593,7 +593,7 @@ run_streaming() {
     for ((r = 1; r <= REPS; r++)); do
         q_s_quiet "CREATE SUBSCRIPTION bs_$r CONNECTION '$STREAM_CONNINFO' PUBLICATION bench_spub
                    WITH (enabled = false, copy_data = false, streaming = on, slot_name = 'bs_$r')"
-        q_s "SELECT pgrpl.create_subscription('ps_$r', '$STREAM_CONNINFO', ARRAY['bench_spub'], enabled => false)" >/dev/null
+        q_s "SELECT pgrpl.create_subscription('ps_$r', '$STREAM_CONNINFO', ARRAY['bench_spub'], enabled => false, copy_data => false)" >/dev/null
     done
     t0=$(now)
     printf '%s\n' "SET synchronous_commit = off;" "CALL public.bench_build_s($B_ROWS);" | psql_p
@@ -646,7 +646,7 @@ run_latency() {
     q_p "TRUNCATE public.bench_lat" >/dev/null
     q_s "TRUNCATE public.bench_lat" >/dev/null
 
-    q_s "SELECT pgrpl.create_subscription('pg_lat', '$CONNINFO', ARRAY['bench_pub'])" >/dev/null
+    q_s "SELECT pgrpl.create_subscription('pg_lat', '$CONNINFO', ARRAY['bench_pub'], copy_data => false)" >/dev/null
     lsn=$(q_p "SELECT pg_current_wal_lsn()")
     [[ $(q_s "SELECT pgrpl.wait_for_lsn('pg_lat', '$lsn', '60 s')") == t ]] ||
         pgrpl_die "pgrpl subscription pg_lat did not start streaming"
@@ -687,7 +687,7 @@ QUERIES_OUT='' RELQ_OUT='' PURGE_OUT='' PLANS_OUT='' PLAN_READS='' FILLED_SID=''
 fill_log() {
     local sub=$1 rows=$2 keys=$3 sid t0 leaves
     q_s "SELECT pgrpl.create_subscription('$sub', '$CONNINFO', ARRAY['bench_pub'],
-                                          enabled => false)" >/dev/null
+                                          enabled => false, copy_data => false)" >/dev/null
     sid=$(q_s "SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub'")
     t0=$(now)
     # one session, in commit order: the heap is clustered like a real log

@@ -75,7 +75,7 @@ rss_mode() {
 CREATE TABLE lt (id int PRIMARY KEY, v text, n numeric, j jsonb);
 CREATE PUBLICATION lt_pub FOR TABLE lt;
 SELECT pgrpl.create_subscription('leak', format('host=%s port=%s dbname=postgres user=postgres',
-       '$WORK/sock', $PORT), ARRAY['lt_pub']) IS NOT NULL;
+       '$WORK/sock', $PORT), ARRAY['lt_pub'], copy_data => false) IS NOT NULL;
 EOF
     warm=$((rounds / 10 > 0 ? rounds / 10 : 1))
     echo "streaming $((rounds * 3 * batch)) changes in $rounds rounds of $((3 * batch)) (warm-up: $warm rounds)"

@@ -57,9 +57,9 @@ SELECT count(*) AS subscriptions FROM pgrpl.subscription;
 -- pgrpl needs; a 100 kB password is stored and masked; a URI password is
 -- masked.  Each subscription works and is dropped again.
 SELECT pgrpl.create_subscription('abuse_repl', public.loopback_conninfo() || ' replication=true',
-                                 ARRAY['abuse_pub'], enabled => false) IS NOT NULL AS created;
+                                 ARRAY['abuse_pub'], enabled => false, copy_data => false) IS NOT NULL AS created;
 SELECT pgrpl.create_subscription('abuse_pw', public.loopback_conninfo() || ' password=' || repeat('p', 100000),
-                                 ARRAY['abuse_pub'], enabled => false) IS NOT NULL AS created;
+                                 ARRAY['abuse_pub'], enabled => false, copy_data => false) IS NOT NULL AS created;
 SELECT name, length(conninfo) < 200 AS short, conninfo LIKE '%password=********%' AS masked
   FROM pgrpl.subscriptions WHERE name = 'abuse_pw';
 SELECT pgrpl.enable_subscription('abuse_repl');
@@ -94,7 +94,7 @@ SELECT public.wait_no_walsender('abuse_p');
 -- stored and shown as it is, and streams like any other.
 SELECT pgrpl.create_subscription($$x'); DROP TABLE abuse_victim; -- "q", \z$$,
                                  public.loopback_conninfo(), ARRAY['abuse_pub'],
-                                 slot_name => 'abuse_inj') IS NOT NULL AS created;
+                                 slot_name => 'abuse_inj', copy_data => false) IS NOT NULL AS created;
 SELECT name, slot_name FROM pgrpl.subscriptions;
 INSERT INTO abuse_victim VALUES (3);
 SELECT public.wait_sub($$x'); DROP TABLE abuse_victim; -- "q", \z$$);
@@ -102,7 +102,7 @@ SELECT op, new FROM pgrpl.changes($$x'); DROP TABLE abuse_victim; -- "q", \z$$);
 SELECT pgrpl.drop_subscription($$x'); DROP TABLE abuse_victim; -- "q", \z$$);
 -- 63 bytes is the longest name; 64 is refused.
 SELECT pgrpl.create_subscription(repeat('n', 63), public.loopback_conninfo(), ARRAY['abuse_pub'],
-                                 slot_name => 'abuse_long', enabled => false) IS NOT NULL AS created;
+                                 slot_name => 'abuse_long', enabled => false, copy_data => false) IS NOT NULL AS created;
 SELECT length(name) FROM pgrpl.subscriptions;
 SELECT pgrpl.drop_subscription(repeat('n', 63));
 SELECT pgrpl.create_subscription(repeat('n', 64), public.loopback_conninfo(), ARRAY['abuse_pub'],
@@ -111,7 +111,7 @@ SELECT pgrpl.create_subscription(repeat('n', 64), public.loopback_conninfo(), AR
 -- ---- the read functions -----------------------------------------------------
 
 SELECT pgrpl.create_subscription('abuse_r', public.loopback_conninfo(), ARRAY['abuse_pub'],
-                                 enabled => false) IS NOT NULL AS created;
+                                 enabled => false, copy_data => false) IS NOT NULL AS created;
 -- Unknown and injected subscription names.
 SELECT count(*) FROM pgrpl.changes($$abuse_r'; DROP TABLE abuse_victim; --$$);
 SELECT count(*) FROM pgrpl.transactions($$abuse_r" OR true --$$);
@@ -171,8 +171,8 @@ GRANT EXECUTE ON FUNCTION pgrpl.changes(text, pg_lsn, bigint, text),
                          pgrpl.row_history(text, text, jsonb),
                          pgrpl.table_as_of(text, text, pg_lsn),
                          pgrpl.table_as_of(text, text, timestamptz) TO regress_abuse_reader;
-SELECT pgrpl.create_subscription('abuse_h', public.loopback_conninfo(), ARRAY['abuse_pub'])
-       IS NOT NULL AS created;
+SELECT pgrpl.create_subscription('abuse_h', public.loopback_conninfo(), ARRAY['abuse_pub'],
+                                 copy_data => false) IS NOT NULL AS created;
 INSERT INTO abuse_victim VALUES (4);
 UPDATE abuse_victim SET id = 5 WHERE id = 4;
 SELECT public.wait_sub('abuse_h');

@@ -10,18 +10,18 @@ CREATE PUBLICATION api_pub2 FOR TABLE api_t;
 -- ---- connection strings ----------------------------------------------------
 
 -- Not a connection string at all.
-SELECT pgrpl.create_subscription('api_bad', 'this is not a conninfo', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_bad', 'this is not a conninfo', ARRAY['api_pub'], copy_data => false);
 -- Unknown keyword, unterminated quote, bad URI.
-SELECT pgrpl.create_subscription('api_bad', 'nosuchkeyword=1', ARRAY['api_pub']);
-SELECT pgrpl.create_subscription('api_bad', 'host=''unterminated', ARRAY['api_pub']);
-SELECT pgrpl.create_subscription('api_bad', 'postgresql://[::1', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_bad', 'nosuchkeyword=1', ARRAY['api_pub'], copy_data => false);
+SELECT pgrpl.create_subscription('api_bad', 'host=''unterminated', ARRAY['api_pub'], copy_data => false);
+SELECT pgrpl.create_subscription('api_bad', 'postgresql://[::1', ARRAY['api_pub'], copy_data => false);
 -- A parse error never quotes a connection string that holds a password.
-SELECT pgrpl.create_subscription('api_bad', 'password=secret nosuchkeyword', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_bad', 'password=secret nosuchkeyword', ARRAY['api_pub'], copy_data => false);
 -- Nothing listens there (08006: connection_failure; libpq's own wording of
 -- the reason varies between its versions).
 \set VERBOSITY sqlstate
 SELECT pgrpl.create_subscription('api_bad', 'host=/nonexistent port=1 connect_timeout=5',
-                                 ARRAY['api_pub']);
+                                 ARRAY['api_pub'], copy_data => false);
 \set VERBOSITY terse
 -- None of these created anything.
 SELECT count(*) AS subscriptions FROM pgrpl.subscription;
@@ -46,9 +46,9 @@ SELECT public.wait_no_walsender('api_bad');
 
 -- ---- NULL arguments -------------------------------------------------------
 
-SELECT pgrpl.create_subscription(NULL, public.loopback_conninfo(), ARRAY['api_pub']);
-SELECT pgrpl.create_subscription('api_bad', NULL, ARRAY['api_pub']);
-SELECT pgrpl.create_subscription('api_bad', public.loopback_conninfo(), NULL);
+SELECT pgrpl.create_subscription(NULL, public.loopback_conninfo(), ARRAY['api_pub'], copy_data => false);
+SELECT pgrpl.create_subscription('api_bad', NULL, ARRAY['api_pub'], copy_data => false);
+SELECT pgrpl.create_subscription('api_bad', public.loopback_conninfo(), NULL, copy_data => false);
 SELECT pgrpl.drop_subscription(NULL);
 SELECT pgrpl.enable_subscription(NULL);
 SELECT pgrpl.disable_subscription(NULL);
@@ -66,9 +66,9 @@ SELECT public.create_sub(repeat('x', 64), ARRAY['api_pub']);
 -- valid replication slot name.
 SELECT public.create_sub('Api Sub', ARRAY['api_pub']);
 SELECT pgrpl.create_subscription('api_bad', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 slot_name => 'bad-slot');
+                                 slot_name => 'bad-slot', copy_data => false);
 SELECT pgrpl.create_subscription('api_bad', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 slot_name => '');
+                                 slot_name => '', copy_data => false);
 
 -- ---- unknown subscription ---------------------------------------------------
 
@@ -87,10 +87,10 @@ SELECT public.create_sub('api_sub', ARRAY['api_pub']);
 -- Duplicate name (checked before anything is done on the primary).
 SELECT public.create_sub('api_sub', ARRAY['api_pub']);
 SELECT pgrpl.create_subscription('api_sub', 'host=/nonexistent', ARRAY['api_pub'],
-                                 slot_name => 'other_slot');
+                                 slot_name => 'other_slot', copy_data => false);
 -- Its slot name is taken on the primary.
 SELECT pgrpl.create_subscription('api_other', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 slot_name => 'api_sub');
+                                 slot_name => 'api_sub', copy_data => false);
 -- alter: bad conninfo syntax, bad publication list; nothing changes.
 SELECT pgrpl.alter_subscription('api_sub', conninfo => 'this is not a conninfo');
 SELECT pgrpl.alter_subscription('api_sub', publications => ARRAY[]::text[]);
@@ -113,25 +113,25 @@ SELECT pgrpl.drop_subscription('api_sub');
 
 SELECT 'init' AS slot FROM pg_create_logical_replication_slot('api_existing', 'pgoutput');
 -- create_slot => true (the default) refuses to take over an existing slot.
-SELECT pgrpl.create_subscription('api_existing', public.loopback_conninfo(), ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_existing', public.loopback_conninfo(), ARRAY['api_pub'], copy_data => false);
 -- create_slot => false needs the slot to exist.
 SELECT pgrpl.create_subscription('api_missing_slot', public.loopback_conninfo(),
-                                 ARRAY['api_pub'], create_slot => false);
+                                 ARRAY['api_pub'], create_slot => false, copy_data => false);
 -- A physical slot, or one of another plugin, is refused.
 SELECT 'init' AS slot FROM pg_create_physical_replication_slot('api_physical');
 SELECT pgrpl.create_subscription('api_physical', public.loopback_conninfo(),
-                                 ARRAY['api_pub'], create_slot => false);
+                                 ARRAY['api_pub'], create_slot => false, copy_data => false);
 SELECT pg_drop_replication_slot('api_physical');
 SELECT 'init' AS slot FROM pg_create_logical_replication_slot('api_decoding', 'test_decoding');
 SELECT pgrpl.create_subscription('api_decoding', public.loopback_conninfo(),
-                                 ARRAY['api_pub'], create_slot => false);
+                                 ARRAY['api_pub'], create_slot => false, copy_data => false);
 SELECT pg_drop_replication_slot('api_decoding');
 SELECT public.wait_no_walsender('api_existing') AND public.wait_no_walsender('api_missing_slot')
        AND public.wait_no_walsender('api_physical')
        AND public.wait_no_walsender('api_decoding') AS connections_closed;
 -- create_slot => false adopts the existing slot and starts at its position.
 SELECT pgrpl.create_subscription('api_existing', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 create_slot => false)
+                                 create_slot => false, copy_data => false)
        = (SELECT confirmed_flush_lsn FROM pg_replication_slots
            WHERE slot_name = 'api_existing') AS starts_at_slot;
 INSERT INTO api_t VALUES (1);
@@ -166,7 +166,7 @@ SELECT name, state FROM pgrpl.stat_subscription;
 SELECT pgrpl.drop_subscription('api_in_xact', drop_slot => false);
 BEGIN;
 SELECT pgrpl.create_subscription('api_in_xact', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 create_slot => false) IS NOT NULL AS created;
+                                 create_slot => false, copy_data => false) IS NOT NULL AS created;
 SELECT name FROM pgrpl.subscriptions;
 ROLLBACK;
 SELECT count(*) AS subscriptions FROM pgrpl.subscription;
@@ -184,7 +184,7 @@ SELECT public.wait_no_walsender('api_in_xact');
 -- ---- a disabled subscription -------------------------------------------------
 
 SELECT pgrpl.create_subscription('api_disabled', public.loopback_conninfo(), ARRAY['api_pub'],
-                                 enabled => false) IS NOT NULL AS created;
+                                 enabled => false, copy_data => false) IS NOT NULL AS created;
 SELECT name, enabled FROM pgrpl.subscriptions;
 SELECT name, state, pid FROM pgrpl.stat_subscription;
 -- No worker: waiting says so at once, whatever the timeout.
@@ -196,7 +196,7 @@ SELECT pgrpl.wait_for_lsn('api_disabled', pg_current_wal_lsn(), '1 hour') AS rea
 CREATE ROLE regress_pgrpl_user;
 SET ROLE regress_pgrpl_user;
 -- Without any grant the schema itself is closed.
-SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub'], copy_data => false);
 SELECT count(*) FROM pgrpl.changes('api_disabled');
 SELECT * FROM pgrpl.subscriptions;
 RESET ROLE;
@@ -204,7 +204,7 @@ GRANT USAGE ON SCHEMA pgrpl TO regress_pgrpl_user;
 SET ROLE regress_pgrpl_user;
 -- With USAGE on the schema: no EXECUTE on the functions, no SELECT on the
 -- tables and views.
-SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub'], copy_data => false);
 SELECT pgrpl.drop_subscription('api_disabled');
 SELECT pgrpl.alter_subscription('api_disabled', publications => ARRAY['api_pub2']);
 SELECT pgrpl.enable_subscription('api_disabled');
@@ -223,7 +223,7 @@ RESET ROLE;
 -- a reader role is given access without seeing conninfo.
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgrpl TO regress_pgrpl_user;
 SET ROLE regress_pgrpl_user;
-SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub']);
+SELECT pgrpl.create_subscription('api_user', 'dbname=postgres', ARRAY['api_pub'], copy_data => false);
 SELECT pgrpl.drop_subscription('api_disabled');
 SELECT pgrpl.alter_subscription('api_disabled', publications => ARRAY['api_pub2']);
 SELECT pgrpl.enable_subscription('api_disabled');

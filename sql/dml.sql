@@ -13,7 +13,7 @@ CREATE PUBLICATION dml_pub2 FOR TABLE dml_other;
 
 -- The subscription's conninfo holds a password (trust auth ignores it).
 SELECT pgrpl.create_subscription('dml', public.loopback_conninfo() || ' password=secret',
-                                 ARRAY['dml_pub']) IS NOT NULL AS created;
+                                 ARRAY['dml_pub'], copy_data => false) IS NOT NULL AS created;
 
 SELECT name, enabled, slot_name, publications, stop_lsn,
        conninfo LIKE '%password=********%' AS password_masked,

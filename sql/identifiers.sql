@@ -24,7 +24,7 @@ SELECT pubname FROM pg_publication WHERE pubname LIKE '%dent%' ORDER BY 1;
 -- A subscription name that is no valid slot name needs slot_name.
 SELECT pgrpl.create_subscription('Ident Sub "1", ''x''', public.loopback_conninfo(),
                                  ARRAY['ident pub, "one" ''x''', 'Ident Pub 2'],
-                                 slot_name => 'ident_slot') IS NOT NULL AS created;
+                                 slot_name => 'ident_slot', copy_data => false) IS NOT NULL AS created;
 SELECT name, slot_name, publications FROM pgrpl.subscriptions;
 SELECT slot_name FROM pg_replication_slots;
 

@@ -9,13 +9,13 @@
 
 CREATE TABLE og_t (id int PRIMARY KEY, v text);
 CREATE PUBLICATION og_pub FOR TABLE og_t;
-SELECT pgrpl.create_subscription('og_any', public.loopback_conninfo(), ARRAY['og_pub']) IS NOT NULL AS created;
+SELECT pgrpl.create_subscription('og_any', public.loopback_conninfo(), ARRAY['og_pub'], copy_data => false) IS NOT NULL AS created;
 SELECT pgrpl.create_subscription('og_none', public.loopback_conninfo(), ARRAY['og_pub'],
-                                 origin => 'NONE') IS NOT NULL AS created;
+                                 origin => 'NONE', copy_data => false) IS NOT NULL AS created;
 SELECT name, origin, failover FROM pgrpl.subscriptions WHERE name LIKE 'og%' ORDER BY name;
 
 -- Only 'any' and 'none' (any case), as CREATE SUBSCRIPTION's origin.
-SELECT pgrpl.create_subscription('og_bad', public.loopback_conninfo(), ARRAY['og_pub'], origin => 'local');
+SELECT pgrpl.create_subscription('og_bad', public.loopback_conninfo(), ARRAY['og_pub'], origin => 'local', copy_data => false);
 SELECT pgrpl.alter_subscription('og_any', origin => 'pg_1');
 SELECT pgrpl.alter_subscription('og_any', origin => NULL);
 SELECT name, origin FROM pgrpl.subscriptions WHERE name LIKE 'og%' ORDER BY name;

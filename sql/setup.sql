@@ -94,7 +94,7 @@ $$;
 -- returns is not deterministic).
 CREATE FUNCTION public.create_sub(sub text, pubs text[]) RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
-    SELECT pgrpl.create_subscription(sub, public.loopback_conninfo(), pubs) IS NOT NULL
+    SELECT pgrpl.create_subscription(sub, public.loopback_conninfo(), pubs, copy_data => false) IS NOT NULL
 $$;
 
 -- The captured changes of a subscription without anything that varies from

@@ -12,7 +12,7 @@ CREATE TABLE tp_t (id int PRIMARY KEY, v text);
 CREATE TABLE tp_other (id int);
 CREATE PUBLICATION tp_pub FOR TABLE tp_t;
 SELECT pgrpl.create_subscription('tp', public.loopback_conninfo(), ARRAY['tp_pub'],
-                                 two_phase => true) IS NOT NULL AS created;
+                                 two_phase => true, copy_data => false) IS NOT NULL AS created;
 SELECT streaming, two_phase FROM pgrpl.subscriptions WHERE name = 'tp';
 SELECT public.wait_sub('tp');
 -- Protocol 3 or later; the walsender turned two_phase on for the slot.

@@ -59,7 +59,7 @@ $$;
 
 SELECT pgrpl.create_subscription('typecache',
            public.loopback_conninfo() || ' dbname=pgrpl_typecache_primary',
-           ARRAY['tc_pub']) IS NOT NULL AS created;
+           ARRAY['tc_pub'], copy_data => false) IS NOT NULL AS created;
 
 -- 1: as on the primary, except q (its type is unknown here: text).
 \c pgrpl_typecache_primary

@@ -165,7 +165,7 @@ UPDATE xact_worker SET pid = (SELECT pid FROM pgrpl.stat_subscription WHERE name
 -- (its changes are made at commit, by this session): PREPARE TRANSACTION
 -- fails and the transaction is rolled back.
 SELECT pgrpl.create_subscription('xact_off', public.loopback_conninfo(), ARRAY['xact_pub'],
-                                 enabled => false) IS NOT NULL AS created;
+                                 enabled => false, copy_data => false) IS NOT NULL AS created;
 BEGIN;
 SELECT pgrpl.disable_subscription('xact');
 PREPARE TRANSACTION 'xact_disable';
@@ -180,7 +180,7 @@ SELECT pgrpl.enable_subscription('xact_off');
 PREPARE TRANSACTION 'xact_enable';
 BEGIN;
 SELECT pgrpl.create_subscription('xact_new', public.loopback_conninfo(), ARRAY['xact_pub'],
-                                 slot_name => 'xact_off', create_slot => false) IS NOT NULL AS created;
+                                 slot_name => 'xact_off', create_slot => false, copy_data => false) IS NOT NULL AS created;
 PREPARE TRANSACTION 'xact_create';
 SELECT count(*) AS prepared FROM pg_prepared_xacts;
 SELECT name, enabled, publications, stop_lsn FROM pgrpl.subscriptions ORDER BY name;

@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -26,6 +27,7 @@
 #include "pgrpl.h"
 #include "pgrpl_catalog.h"
 #include "pgrpl_shmem.h"
+#include "pgrpl_snapshot.h"
 #include "pgrpl_stream.h"
 
 PG_FUNCTION_INFO_V1(pgrpl_check_preloaded);
@@ -36,6 +38,8 @@ PG_FUNCTION_INFO_V1(pgrpl_disable_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_alter_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_set_stop_lsn);
 PG_FUNCTION_INFO_V1(pgrpl_set_retention);
+PG_FUNCTION_INFO_V1(pgrpl_snapshot_table);
+PG_FUNCTION_INFO_V1(pgrpl_refresh_subscription);
 PG_FUNCTION_INFO_V1(pgrpl_wait_for_lsn);
 PG_FUNCTION_INFO_V1(pgrpl_mask_conninfo);
 PG_FUNCTION_INFO_V1(pgrpl_worker_status);
@@ -241,6 +245,9 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	char		origin[NAMEDATALEN];
 	Interval   *retention;
 	bool		failover_given;
+	bool		copy_data;
+	List	   *tables = NIL;
+	ListCell   *lc;
 	ErrorContextCallback hide;
 
 	pgrpl_hide_statement(&hide);
@@ -262,6 +269,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 	sub.origin_none = (PG_NARGS() > 10 && !PG_ARGISNULL(10)) ? pgrpl_origin_none_arg(fcinfo, 10) : false;
 	failover_given = (PG_NARGS() > 11 && !PG_ARGISNULL(11));
 	sub.failover = failover_given ? PG_GETARG_BOOL(11) : false;
+	copy_data = (PG_NARGS() > 12 && !PG_ARGISNULL(12)) ? PG_GETARG_BOOL(12) : false;
 
 	/* Everything that can fail locally is checked before the slot exists. */
 	pgrpl_check_name("subscription", sub.name);
@@ -290,6 +298,12 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 		pgrpl_check_publications(conn, sub.publications);
 		if (sub.failover)
 			pgrpl_check_failover_supported(conn);
+		if (copy_data)
+			pgrpl_snapshot_check_primary(conn);
+		/* Read before the slot exists: what is there now gets copied. */
+		if (PG_NARGS() > 12)
+			tables = pgrpl_published_tables(conn, sub.publications,
+											strcmp(sub.system_identifier, local_sysid) == 0);
 		start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
 									   strcmp(sub.system_identifier, local_sysid) == 0);
 		/* Not given: a slot of ours is none, an existing one stays as it is. */
@@ -327,6 +341,13 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 									  false);
 		pgrpl_subscription_set_option(sub.id, "failover", BOOLOID,
 									  BoolGetDatum(sub.failover), false);
+	}
+	/* Every published table is known; copied if copy_data. */
+	foreach(lc, tables)
+	{
+		PgrplTableName *t = lfirst(lc);
+
+		pgrpl_snapshot_request(sub.id, t->schema_name, t->table_name, copy_data, true);
 	}
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
@@ -468,6 +489,91 @@ pgrpl_alter_subscription(PG_FUNCTION_ARGS)
 	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
 	PG_RETURN_VOID();
+}
+
+/* "schema.table" (or "table", in public) as pgrpl.split_relation() reads it. */
+static void
+pgrpl_split_relation(const char *relation, char **schema_name, char **table_name)
+{
+	Oid			argtype = TEXTOID;
+	Datum		arg = CStringGetTextDatum(relation);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT s.schema_name, s.table_name FROM pgrpl.split_relation($1) s",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not split a relation name");
+	*schema_name = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	*table_name = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	SPI_finish();
+}
+
+/*
+ * pgrpl.snapshot(subscription, relation): copy the table again while
+ * streaming goes on (after a purge, to repair).  The worker starts it.
+ */
+Datum
+pgrpl_snapshot_table(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+	char	   *schema_name;
+	char	   *table_name;
+
+	pgrpl_require_superuser("snapshot a table of a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "subscription"), false);
+	pgrpl_split_relation(pgrpl_arg_text(fcinfo, 1, "relation"), &schema_name, &table_name);
+	pgrpl_snapshot_request(sub->id, schema_name, table_name, true, true);
+	pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
+	PG_RETURN_VOID();
+}
+
+/*
+ * pgrpl.refresh_subscription(name, copy_data): the tables the publications
+ * publish now that the subscription does not know yet are copied (or only
+ * noted, without copy_data).  pgoutput already streams their changes.
+ */
+Datum
+pgrpl_refresh_subscription(PG_FUNCTION_ARGS)
+{
+	PgrplSubscription *sub;
+	bool		copy_data;
+	WalReceiverConn *conn;
+	List	   *tables = NIL;
+	ListCell   *lc;
+	int64		added = 0;
+	char		local_sysid[32];
+	ErrorContextCallback hide;
+
+	pgrpl_hide_statement(&hide);
+	pgrpl_require_superuser("refresh a pgrpl subscription");
+	sub = pgrpl_subscription_get(pgrpl_arg_text(fcinfo, 0, "name"), false);
+	copy_data = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	pgrpl_stream_load();
+	conn = pgrpl_stream_connect(sub->conninfo, sub->name);
+	PG_TRY();
+	{
+		if (copy_data)
+			pgrpl_snapshot_check_primary(conn);
+		snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
+		tables = pgrpl_published_tables(conn, sub->publications,
+										strcmp(pgrpl_stream_identify(conn), local_sysid) == 0);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	foreach(lc, tables)
+	{
+		PgrplTableName *t = lfirst(lc);
+
+		if (pgrpl_snapshot_request(sub->id, t->schema_name, t->table_name, copy_data, false))
+			added++;
+	}
+	if (added > 0)
+		pgrpl_at_end_of_xact(sub->id, PGRPL_ACTION_RESTART, PGRPL_ACTION_NONE);
+	error_context_stack = hide.previous;
+	PG_RETURN_INT64(added);
 }
 
 Datum

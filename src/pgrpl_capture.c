@@ -399,6 +399,21 @@ pgrpl_capture_logical_message(PgrplCapture *cap, PgrplLogicalMsg *m,
 	PgrplChangeRow row = {0};
 	PgrplTxnRow txn = {0};
 
+	/* pgrpl's own: a snapshot chunk goes where its watermark is. */
+	if (strcmp(m->prefix, PGRPL_WATERMARK_PREFIX) == 0)
+	{
+		if (m->transactional && pgrpl_capturing(cap, "transactional MESSAGE") &&
+			cap->sink->watermark != NULL)
+		{
+			PgrplRemoteTxn *t = pgrpl_current(cap);
+
+			pgrpl_capture_open(cap);
+			t->seq += cap->sink->watermark(cap->sink->arg, m->content, m->len,
+										   t->txn_id, t->seq + 1, lsn);
+		}
+		return PGRPL_CAPTURE_NONE;
+	}
+
 	row.op = PGRPL_OP_MESSAGE;
 	row.message_prefix = m->prefix;
 	row.message_content = m->content;

@@ -31,6 +31,12 @@
 #include "pgrpl_json.h"
 #include "pgrpl_writer.h"
 
+/*
+ * Prefix of pgrpl's own logical messages: the watermarks of snapshot
+ * chunks (see pgrpl_snapshot.c).  Never captured as messages.
+ */
+#define PGRPL_WATERMARK_PREFIX "pgrpl.watermark"
+
 typedef struct PgrplSink
 {
 	void		(*open) (void *arg);	/* before a unit's first row is built */
@@ -50,6 +56,14 @@ typedef struct PgrplSink
 	bool		(*finish_prepared) (void *arg, const PgrplTxnRow *row);
 	/* Whether the log holds prepared transaction gid, xid (state 'p'). */
 	bool		(*prepared_known) (void *arg, const char *gid, TransactionId xid);
+
+	/*
+	 * A watermark (content, len) in the current remote transaction, whose
+	 * message is at lsn: write what belongs there as rows of txn_id from
+	 * first_seq on; returns how many.  NULL: watermarks are ignored.
+	 */
+	int32		(*watermark) (void *arg, const char *content, int len, int64 txn_id,
+							  int32 first_seq, XLogRecPtr lsn);
 	void	   *arg;
 } PgrplSink;
 

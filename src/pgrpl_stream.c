@@ -144,8 +144,8 @@ pgrpl_stream_identify(WalReceiverConn *conn)
 	return walrcv_identify_system(conn, &tli);
 }
 
-/* Run a query returning text columns; ERROR if it fails. */
-static WalRcvExecResult *
+/* Run a query returning (at most 4) text columns; ERROR if it fails. */
+WalRcvExecResult *
 pgrpl_remote_query(WalReceiverConn *conn, const char *sql, int ncols,
 				   const char *what)
 {

@@ -56,6 +56,8 @@ extern WalReceiverConn *pgrpl_stream_try_connect(const char *conninfo,
 extern WalReceiverConn *pgrpl_stream_connect(const char *conninfo,
 											 const char *appname);
 extern char *pgrpl_stream_identify(WalReceiverConn *conn);
+extern WalRcvExecResult *pgrpl_remote_query(WalReceiverConn *conn, const char *sql,
+											int ncols, const char *what);
 extern void pgrpl_check_publications(WalReceiverConn *conn, List *publications);
 extern bool pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slot,
 									 XLogRecPtr *confirmed_flush);

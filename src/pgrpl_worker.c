@@ -47,6 +47,7 @@
 #include "pgrpl_decode.h"
 #include "pgrpl_json.h"
 #include "pgrpl_shmem.h"
+#include "pgrpl_snapshot.h"
 #include "pgrpl_stream.h"
 #include "pgrpl_worker.h"
 #include "pgrpl_writer.h"
@@ -199,6 +200,13 @@ pgrpl_sink_prepared_known(void *arg, const char *gid, TransactionId xid)
 	return pgrpl_writer_prepared_known(gid, xid);
 }
 
+static int32
+pgrpl_sink_watermark(void *arg, const char *content, int len, int64 txn_id,
+					 int32 first_seq, XLogRecPtr lsn)
+{
+	return pgrpl_snapshot_watermark(content, len, txn_id, first_seq, lsn);
+}
+
 static const PgrplSink pgrpl_worker_sink = {
 	.open = pgrpl_sink_open,
 	.new_txn_id = pgrpl_sink_new_txn_id,
@@ -209,6 +217,7 @@ static const PgrplSink pgrpl_worker_sink = {
 	.discard = pgrpl_sink_discard,
 	.finish_prepared = pgrpl_sink_finish_prepared,
 	.prepared_known = pgrpl_sink_prepared_known,
+	.watermark = pgrpl_sink_watermark,
 	.arg = NULL
 };
 
@@ -309,6 +318,7 @@ pgrpl_recover_from_error(void)
 		walrcv_disconnect(W.conn);
 		W.conn = NULL;
 	}
+	pgrpl_snapshot_session_end();
 	/* The next session starts capturing afresh (pgrpl_capture_init). */
 	if (W.cap.nstreams > 0)
 		W.streams_unfinished = true;
@@ -570,8 +580,10 @@ pgrpl_session(void)
 	pgrpl_worker_set_state(PGRPL_STATE_STREAMING);
 	W.streaming_since = GetCurrentTimestamp();
 	pgrpl_worker_clear_error();
+	pgrpl_snapshot_session_start(W.sub);
 
 	end = pgrpl_apply_loop();
+	pgrpl_snapshot_session_end();
 	if (W.cap.nstreams > 0)
 		W.streams_unfinished = true;
 
@@ -747,7 +759,12 @@ pgrpl_apply_loop(void)
 
 		/* Nothing more is waiting: make the group visible now. */
 		if (!W.cap.active)
+		{
 			pgrpl_commit_local();
+			/* Between transactions: the next chunk of a table to copy. */
+			pgrpl_snapshot_step(W.last_received);
+			MemoryContextSwitchTo(W.msgcxt);
+		}
 
 		pgrpl_send_status(false, false);
 		pgrpl_apply_retention();
@@ -768,7 +785,8 @@ pgrpl_apply_loop(void)
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							   fd,
-							   dlist_is_empty(&W.flush_map) ? PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS,
+							   dlist_is_empty(&W.flush_map) && !pgrpl_snapshot_waiting() ?
+							   PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS,
 							   PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{

@@ -23,6 +23,7 @@
 #define PGRPL_OP_DELETE		'D'
 #define PGRPL_OP_TRUNCATE	'T'
 #define PGRPL_OP_MESSAGE	'M'
+#define PGRPL_OP_SNAPSHOT	'S'	/* a row as it was, copied by a snapshot */
 
 /* pgrpl.transaction.state */
 #define PGRPL_TXN_COMMITTED		'c'	/* a remote transaction, visible */

@@ -31,7 +31,7 @@ $primary->safe_psql(
 # ------------------------------------------------------------ subscribe --
 
 my $start_lsn = $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s1', '$connstr', ARRAY['pub1'])");
+	"SELECT pgrpl.create_subscription('s1', '$connstr', ARRAY['pub1'], copy_data => false)");
 like($start_lsn, qr{^[0-9A-F]+/[0-9A-F]+$}, 'create_subscription returns an LSN');
 
 is( $primary->safe_psql(
@@ -186,7 +186,7 @@ is( $sub->safe_psql(
 $sub->safe_psql('postgres', 'CREATE DATABASE db2');
 $sub->safe_psql('db2', 'CREATE EXTENSION pgrpl');
 $sub->safe_psql('db2',
-	"SELECT pgrpl.create_subscription('s2', '$connstr', ARRAY['pub2'])");
+	"SELECT pgrpl.create_subscription('s2', '$connstr', ARRAY['pub2'], copy_data => false)");
 is($sub->safe_psql('db2', 'SELECT sub_id FROM pgrpl.subscription'),
 	$sub->safe_psql('postgres', 'SELECT sub_id FROM pgrpl.subscription'),
 	'both subscriptions have the same sub_id');
@@ -345,7 +345,7 @@ is( $sub->safe_psql(
 # A new subscription of the same name starts from its new slot: nothing of
 # the old one's history comes back.
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s1', '$connstr', ARRAY['pub1'])");
+	"SELECT pgrpl.create_subscription('s1', '$connstr', ARRAY['pub1'], copy_data => false)");
 $primary->safe_psql('postgres', "INSERT INTO public.t1 (id, txt) VALUES (10, 'new s1')");
 pgrpl_wait_lsn($sub, 's1', pgrpl_primary_lsn($primary), 'the new s1 caught up');
 is( $sub->safe_psql(

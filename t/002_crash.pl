@@ -128,7 +128,7 @@ $primary->safe_psql(
 });
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], streaming => false)");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], streaming => false, copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 
 # ------------------------------------------------------- the workload --

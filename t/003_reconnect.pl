@@ -35,7 +35,7 @@ $primary->safe_psql(
 });
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('r', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('r', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 'r', 'streaming');
 
 # Every row of the primary captured exactly once, nothing else.

@@ -25,7 +25,7 @@ $primary->safe_psql(
 
 # Created disabled: the whole history below is written before it streams.
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('x', '$connstr', ARRAY['pub'], enabled => false)");
+	"SELECT pgrpl.create_subscription('x', '$connstr', ARRAY['pub'], enabled => false, copy_data => false)");
 is(pgrpl_state($sub, 'x'), 'disabled', 'created disabled');
 
 # Run $sql in autocommit mode and return the insert position right after
@@ -149,7 +149,7 @@ $primary->safe_psql(
 	CREATE PUBLICATION pubw FOR TABLE public.w;
 });
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('w', '$connstr', ARRAY['pubw'])");
+	"SELECT pgrpl.create_subscription('w', '$connstr', ARRAY['pubw'], copy_data => false)");
 pgrpl_wait_state($sub, 'w', 'streaming');
 my $w_pid = pgrpl_stat($sub, 'w', 'pid');
 
@@ -193,7 +193,7 @@ is( $sub->safe_psql(
 		'postgres', qq{
 	SELECT pgrpl.create_subscription('y', '$connstr', ARRAY['pub'],
 	                                 slot_name => 'y_slot', create_slot => false,
-	                                 stop_lsn => '$lsn_y')}),
+	                                 stop_lsn => '$lsn_y', copy_data => false)}),
 	$slot_lsn,
 	'create_subscription on an existing slot returns its confirmed position');
 pgrpl_wait_state($sub, 'y', 'finished', 'second subscription finished', 'pid IS NULL');

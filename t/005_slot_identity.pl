@@ -26,7 +26,7 @@ my $schema = q{
 $primary->safe_psql('postgres', $schema);
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('z', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('z', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 'z', 'streaming');
 $primary->safe_psql('postgres', 'INSERT INTO public.p VALUES (1)');
 pgrpl_wait_lsn($sub, 'z', pgrpl_primary_lsn($primary), 'first change captured');

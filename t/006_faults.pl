@@ -79,10 +79,10 @@ $busy->safe_psql(
 
 $sub->safe_psql('postgres',
 	"SELECT pgrpl.create_subscription('down', '" . pgrpl_sub_connstr($down)
-	  . "', ARRAY['pub'])");
+	  . "', ARRAY['pub'], copy_data => false)");
 $sub->safe_psql('postgres',
 	"SELECT pgrpl.create_subscription('slow', '" . pgrpl_sub_connstr($busy)
-	  . "', ARRAY['pub'])");
+	  . "', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 'down', 'streaming');
 pgrpl_wait_state($sub, 'slow', 'streaming');
 

@@ -114,7 +114,7 @@ $primary->safe_psql(
 });
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 
 my ($load_out, $load_err) = ('', '');

@@ -29,7 +29,7 @@ $primary->safe_psql(
 	CREATE PUBLICATION pub FOR TABLE public.t;
 });
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('k', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('k', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 'k', 'streaming');
 
 # Observation window after a failure: with backoff 1 s, 2 s, 4 s, ... the
@@ -289,7 +289,7 @@ is( $primary->safe_psql(
 		'postgres', "SELECT count(*) FROM pg_replication_slots"),
 	'0', 'invalidated: the lost slot is dropped on the primary');
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('k2', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('k2', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 'k2', 'streaming', 'new subscription streams');
 insert_row(10);
 check_log('new subscription', 'k2', 10);

@@ -78,7 +78,7 @@ $primary->safe_psql(
 });
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], copy_data => false)");
 
 $primary->safe_psql('postgres', "SELECT setseed(" . ($seed % 1000) / 1000.0 . "); CALL public.work(3000)");
 $primary->safe_psql(

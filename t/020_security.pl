@@ -75,14 +75,14 @@ sub sub_psql
 
 my (undef, $err) = sub_psql(
 	"\\set VERBOSITY verbose\n"
-	  . "SELECT pgrpl.create_subscription('s1', '$tcp password=$wrong', ARRAY['pub'])");
+	  . "SELECT pgrpl.create_subscription('s1', '$tcp password=$wrong', ARRAY['pub'], copy_data => false)");
 like($err, qr/08006/, 'wrong password: connection_failure');
 like($err, qr/password authentication failed/, 'wrong password: the error says why');
 unlike($err, qr/\Q$wrong\E/, 'the error does not show the password');
 
 # A conninfo that fails to parse and holds a password: no quote of it.
 (undef, $err) = sub_psql(
-	"SELECT pgrpl.create_subscription('s1', 'password=$wrong host=''x', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s1', 'password=$wrong host=''x', ARRAY['pub'], copy_data => false)");
 like($err, qr/invalid connection string syntax/, 'unparsable conninfo: syntax error');
 unlike($err, qr/\Q$wrong\E/, 'unparsable conninfo: password not quoted');
 
@@ -90,7 +90,7 @@ unlike($err, qr/\Q$wrong\E/, 'unparsable conninfo: password not quoted');
 
 (undef, $err) = sub_psql(
 	"\\set VERBOSITY verbose\n"
-	  . "SELECT pgrpl.create_subscription('s1', '$tcp password=$right sslmode=require', ARRAY['pub'])"
+	  . "SELECT pgrpl.create_subscription('s1', '$tcp password=$right sslmode=require', ARRAY['pub'], copy_data => false)"
 );
 like($err, qr/08006/, 'sslmode=require against a server without SSL: connection_failure');
 like($err, qr/SSL/i, 'sslmode=require: the error names SSL');
@@ -99,7 +99,7 @@ like($err, qr/SSL/i, 'sslmode=require: the error names SSL');
 
 is( $sub->safe_psql(
 		'postgres',
-		"SELECT pgrpl.create_subscription('s1', '$tcp password=$right', ARRAY['pub']) IS NOT NULL"
+		"SELECT pgrpl.create_subscription('s1', '$tcp password=$right', ARRAY['pub'], copy_data => false) IS NOT NULL"
 	),
 	't',
 	'right password: subscription created');
@@ -157,8 +157,8 @@ ok( $sub->poll_query_until(
 $primary->safe_psql('postgres', 'SELECT pg_sleep(0.5)');
 my $conns_before = () = slurp_file($primary->logfile) =~ /connection received/g;
 for my $call (
-	"pgrpl.create_subscription('m1', '$tcp password=$right', ARRAY['pub'])",
-	"pgrpl.create_subscription('m1', '$tcp password=$right', ARRAY['pub'], create_slot => false, slot_name => 's1')",
+	"pgrpl.create_subscription('m1', '$tcp password=$right', ARRAY['pub'], copy_data => false)",
+	"pgrpl.create_subscription('m1', '$tcp password=$right', ARRAY['pub'], create_slot => false, slot_name => 's1', copy_data => false)",
 	"pgrpl.alter_subscription('s1', conninfo => '$tcp password=$wrong')",
 	"pgrpl.enable_subscription('s1')",
 	"pgrpl.disable_subscription('s1')",

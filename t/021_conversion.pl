@@ -139,7 +139,7 @@ $primary->safe_psql('postgres', "$ddl; $wide_ddl;
 	CREATE TABLE public.big (id int PRIMARY KEY, t text, b bytea);
 	CREATE PUBLICATION pub FOR TABLE public.cv, public.wide, public.big;");
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 
 $primary->safe_psql('postgres', 'INSERT INTO public.cv VALUES ' . join(', ', @rows));

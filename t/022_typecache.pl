@@ -28,7 +28,7 @@ $primary->safe_psql(
 });
 $sub->safe_psql('postgres', 'CREATE TYPE public.tc_pair AS (a int, b text)');
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 
 $primary->safe_psql('postgres', "INSERT INTO public.t VALUES (1, ROW(1, 'one'))");

@@ -33,7 +33,7 @@ $primary->safe_psql(
 	CREATE PUBLICATION pub FOR TABLE public.t;
 });
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 is(pgrpl_stat($sub, 's', 'proto_version') >= 2, 1, 'protocol 2 or later negotiated');
 

@@ -39,9 +39,9 @@ $primary->safe_psql(
 	CREATE PUBLICATION pub FOR TABLE public.t;
 });
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], two_phase => true)");
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'], two_phase => true, copy_data => false)");
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.create_subscription('plain', '$connstr', ARRAY['pub'], slot_name => 'plain')");
+	"SELECT pgrpl.create_subscription('plain', '$connstr', ARRAY['pub'], slot_name => 'plain', copy_data => false)");
 pgrpl_wait_state($sub, 's', 'streaming');
 pgrpl_wait_state($sub, 'plain', 'streaming');
 cmp_ok(pgrpl_stat($sub, 's', 'proto_version'), '>=', 3, 'protocol 3 or later negotiated');
@@ -195,7 +195,7 @@ $primary->safe_psql('postgres',
 	"SELECT 'moved' FROM pg_replication_slot_advance('late', pg_current_wal_lsn())");
 $sub->safe_psql('postgres',
 	"SELECT pgrpl.create_subscription('late', '$connstr', ARRAY['pub'], create_slot => false,"
-	  . " two_phase => true)");
+	  . " two_phase => true, copy_data => false)");
 pgrpl_wait_state($sub, 'late', 'streaming');
 # Progress moves on past the PREPARE before its commit.
 my $late_xid = $primary->safe_psql('postgres',

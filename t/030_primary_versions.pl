@@ -96,7 +96,7 @@ sub test_primary
 
 	my $connstr = pgrpl_sub_connstr($primary);
 	my $start_lsn = $sub->safe_psql('postgres',
-		"SELECT pgrpl.create_subscription('$name', '$connstr', ARRAY['pub'])");
+		"SELECT pgrpl.create_subscription('$name', '$connstr', ARRAY['pub'], copy_data => false)");
 	like($start_lsn, qr{^[0-9A-F]+/[0-9A-F]+$},
 		"$name: create_subscription created the slot on the primary");
 	is( $primary->safe_psql(
@@ -242,7 +242,7 @@ sub test_primary
 	my $tp = "${name}tp";
 	# (From 17 on also a failover slot: the two go together.)
 	$sub->safe_psql('postgres',
-		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true"
+		"SELECT pgrpl.create_subscription('$tp', '$connstr', ARRAY['pub'], two_phase => true, copy_data => false"
 		  . ($major >= 17 ? ', failover => true' : '') . ')');
 	pgrpl_wait_state($sub, $tp, 'streaming', "$tp: a two_phase subscription streams");
 	my @tp_cmds = start_commands($primary, $tp);
@@ -285,7 +285,7 @@ sub test_primary
 	# option); from older ones pgrpl drops transactions with an ORIGIN.
 	my $on = "${name}on";
 	$sub->safe_psql('postgres',
-		"SELECT pgrpl.create_subscription('$on', '$connstr', ARRAY['pub'], origin => 'none')");
+		"SELECT pgrpl.create_subscription('$on', '$connstr', ARRAY['pub'], origin => 'none', copy_data => false)");
 	pgrpl_wait_state($sub, $on, 'streaming', "$on: an origin 'none' subscription streams");
 	my @on_cmds = start_commands($primary, $on);
 	if ($major >= 16)
@@ -327,7 +327,7 @@ sub test_primary
 	# Failover slots from 17 on; before, asking for one is an error.
 	my $fo = "${name}fo";
 	my ($ret, $out, $stderr) = $sub->psql('postgres',
-		"SELECT pgrpl.create_subscription('$fo', '$connstr', ARRAY['pub'], failover => true)");
+		"SELECT pgrpl.create_subscription('$fo', '$connstr', ARRAY['pub'], failover => true, copy_data => false)");
 	if ($major >= 17)
 	{
 		is($ret, 0, "$fo: create_subscription with failover") or diag($stderr);
@@ -365,7 +365,7 @@ sub test_primary
 			 CREATE PUBLICATION pubgen FOR TABLE public.gen"
 			  . ($major >= 18 ? ' WITH (publish_generated_columns = stored)' : ''));
 		$sub->safe_psql('postgres',
-			"SELECT pgrpl.create_subscription('$gen', '$connstr', ARRAY['pubgen'])");
+			"SELECT pgrpl.create_subscription('$gen', '$connstr', ARRAY['pubgen'], copy_data => false)");
 		pgrpl_wait_state($sub, $gen, 'streaming', "$gen: streams");
 		$primary->safe_psql('postgres', 'INSERT INTO public.gen (id, a) VALUES (1, 21)');
 		pgrpl_wait_lsn($sub, $gen, pgrpl_primary_lsn($primary), "$gen: caught up")

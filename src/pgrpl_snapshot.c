@@ -1,0 +1,1048 @@
+/*-------------------------------------------------------------------------
+ * pgrpl_snapshot.c
+ *		Copy the rows a published table already has into the change log,
+ *		in chunks, merged with the stream at watermarks.
+ *
+ * One table at a time, one chunk at a time, on a second connection of the
+ * worker (replication=database, which runs SQL):
+ *
+ *	1. In a REPEATABLE READ transaction on the primary: its snapshot S, and
+ *	   the next rows in key order after the last finished chunk.  P is the
+ *	   stream position received before.
+ *	2. A transactional logical message with a unique id: the watermark W.
+ *	3. When W arrives in the stream, the chunk's rows become SNAPSHOT rows
+ *	   of W's transaction -- except rows whose key a transaction invisible
+ *	   to S changed and committed before W (between P and W): the stream's
+ *	   change is newer.  The chunk's last key is stored in the same local
+ *	   transaction, so a crash resumes from the last finished chunk; a chunk
+ *	   whose W was not written yet is read again (its W, sent again, is no
+ *	   longer known and is ignored).
+ *
+ * A transaction the primary already shows committed while S still sees it
+ * running (its commit record is in WAL and may have been decoded before P,
+ * e.g. while it waits for a synchronous standby) makes the chunk be read
+ * again a little later.  A TRUNCATE of the table between P and W that S
+ * did not see discards the chunk likewise.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "pgrpl_capture.h"
+#include "pgrpl_snapshot.h"
+#include "pgrpl_stream.h"
+#include "pgrpl_writer.h"
+
+/* How long a chunk waits after a committed-but-invisible transaction. */
+#define PGRPL_SNAPSHOT_HAZARD_RETRY_MS	100
+/* How long the worker waits after an error before the next table. */
+#define PGRPL_SNAPSHOT_ERROR_RETRY_MS	5000
+
+/* The table being copied, as the primary describes it. */
+typedef struct PgrplSnapTable
+{
+	char	   *schema_name;
+	char	   *table_name;
+	Oid			remote_oid;
+	char		relkind;
+	char		replident;
+	char	   *row_filter;		/* NULL: none */
+	/* The published columns, as a RELATION message would list them. */
+	int			natts;
+	const char **names;
+	const char **types;
+	bool	   *is_key;
+	char	   *drop_literal;	/* text[] of unpublished columns */
+	char	   *key_literal;	/* text[] of replica identity columns, or NULL */
+	/* The columns the chunks are paged by (a unique NOT NULL key). */
+	int			npage;
+	char	  **page_names;
+	char	  **page_types;
+	char	  **last_page;		/* values after the last finished chunk, or NULL */
+	int64		chunks;
+} PgrplSnapTable;
+
+typedef struct PgrplChunkRow
+{
+	char	   *page;			/* the paging key's values, as a text[] */
+	char	   *row_key;		/* jsonb text, or NULL */
+	char	   *new_row;		/* jsonb text */
+} PgrplChunkRow;
+
+static struct
+{
+	PgrplSubscription *sub;
+	WalReceiverConn *conn;
+	int			server_version;
+	MemoryContext cxt;			/* the table; reset per table */
+	MemoryContext chunkcxt;		/* the chunk in flight */
+	PgrplSnapTable *table;
+	bool		done;			/* nothing left to copy in this session */
+	List	   *skip;			/* "schema.table" that failed this session */
+	TimestampTz retry_after;
+	uint64		counter;
+
+	/* The chunk whose watermark is awaited. */
+	bool		in_flight;
+	char	   *watermark;
+	XLogRecPtr	received_before;
+	uint64		xmin;
+	uint64		xmax;
+	int			nxip;
+	uint64	   *xip;
+	int			nrows;
+	PgrplChunkRow *rows;
+}			S;
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ * --------------------------------------------------------------------- */
+
+/* ARRAY['a', 'b'] as a SQL literal of type text[] ('{}' when empty). */
+static char *
+pgrpl_text_array_literal(const char **items, const bool *filter, int n)
+{
+	StringInfoData buf;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "ARRAY[");
+	for (int i = 0; i < n; i++)
+	{
+		if (filter != NULL && !filter[i])
+			continue;
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, quote_literal_cstr(items[i]));
+		first = false;
+	}
+	appendStringInfoString(&buf, "]::pg_catalog.text[]");
+	return buf.data;
+}
+
+static char *
+pgrpl_publications_literal(List *publications)
+{
+	const char **names = palloc(sizeof(char *) * Max(list_length(publications), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, publications)
+		names[n++] = strVal(lfirst(lc));
+	return pgrpl_text_array_literal(names, NULL, n);
+}
+
+/* The text of column col of the current row (NULL if null). */
+static char *
+pgrpl_result_text(TupleTableSlot *slot, int col)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static void
+pgrpl_remote_command(const char *sql, const char *what)
+{
+	WalRcvExecResult *res = walrcv_exec(S.conn, sql, 0, NULL);
+
+	if (res->status != WALRCV_OK_COMMAND && res->status != WALRCV_OK_TUPLES)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not %s on the primary: %s", what,
+						res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+}
+
+/* Parse "{a,b}" into its elements. */
+static char **
+pgrpl_parse_text_array(const char *literal, int *n)
+{
+	/* array_in caches in flinfo: call it through fmgr. */
+	ArrayType  *arr = DatumGetArrayTypeP(OidInputFunctionCall(F_ARRAY_IN, (char *) literal,
+															  TEXTOID, -1));
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		out[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+	return out;
+}
+
+/* jsonb text as the jsonb type prints it (canonical), or NULL. */
+static char *
+pgrpl_canonical_jsonb(const char *json)
+{
+	if (json == NULL)
+		return NULL;
+	return DatumGetCString(DirectFunctionCall1(jsonb_out,
+											   DirectFunctionCall1(jsonb_in, CStringGetDatum(json))));
+}
+
+/* ---------------------------------------------------------------------
+ * The primary's catalog
+ * --------------------------------------------------------------------- */
+
+/*
+ * The tables the publications publish, as pgoutput sends them; on a
+ * loopback primary not our own change log (FOR ALL TABLES publishes it).
+ */
+List *
+pgrpl_published_tables(WalReceiverConn *conn, List *publications, bool loopback)
+{
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	List	   *tables = NIL;
+	char	   *sql;
+
+	sql = psprintf("SELECT DISTINCT t.schemaname::pg_catalog.text, t.tablename::pg_catalog.text"
+				   " FROM pg_catalog.pg_publication_tables t"
+				   " WHERE t.pubname OPERATOR(pg_catalog.=) ANY (%s)%s ORDER BY 1, 2",
+				   pgrpl_publications_literal(publications),
+				   loopback ? " AND t.schemaname OPERATOR(pg_catalog.<>) 'pgrpl'" : "");
+	res = pgrpl_remote_query(conn, sql, 2, "list the published tables");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		PgrplTableName *t = palloc(sizeof(PgrplTableName));
+
+		t->schema_name = pgrpl_result_text(slot, 1);
+		t->table_name = pgrpl_result_text(slot, 2);
+		tables = lappend(tables, t);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	return tables;
+}
+
+/*
+ * Chunks are merged at watermarks, transactional logical messages, which
+ * pgoutput sends from PostgreSQL 14 on.
+ */
+void
+pgrpl_snapshot_check_primary(WalReceiverConn *conn)
+{
+	int			server_version = walrcv_server_version(conn);
+
+	if (server_version < 140000)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("copy_data needs a primary of PostgreSQL 14 or later"),
+				 errdetail("The primary runs PostgreSQL %d, whose pgoutput sends no logical messages, which pgrpl's snapshots are merged at.",
+						   server_version / 10000),
+				 errhint("Pass copy_data => false.")));
+}
+
+/*
+ * Describe the table to copy: its published columns and replica identity
+ * (as the RELATION message would say), the publications' row filter, and
+ * the key to page it by (the replica identity index, else the primary
+ * key).  NULL if the table is gone.
+ */
+static PgrplSnapTable *
+pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
+{
+	PgrplSnapTable *t;
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	char	   *sql;
+	char	   *where;
+	char	   *pubs = pgrpl_publications_literal(S.sub->publications);
+	bool		v15 = S.server_version >= 150000;
+	List	   *names = NIL,
+			   *types = NIL,
+			   *keys = NIL,
+			   *pubd = NIL;
+	char	   *page;
+	ListCell   *l1,
+			   *l2,
+			   *l3,
+			   *l4;
+	int			i;
+
+	where = psprintf("n.nspname OPERATOR(pg_catalog.=) %s AND c.relname OPERATOR(pg_catalog.=) %s",
+					 quote_literal_cstr(schema_name), quote_literal_cstr(table_name));
+	sql = psprintf("SELECT c.oid::pg_catalog.text,"
+				   " c.relkind::pg_catalog.text OPERATOR(pg_catalog.||) c.relreplident::pg_catalog.text,"
+				   " %s,"
+				   " (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)::pg_catalog.text"
+				   "    FROM pg_catalog.pg_index i,"
+				   "         pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY k(attnum, ord),"
+				   "         pg_catalog.pg_attribute a"
+				   "   WHERE i.indexrelid OPERATOR(pg_catalog.=) COALESCE(pg_catalog.pg_get_replica_identity_index(c.oid),"
+				   "           (SELECT p.indexrelid FROM pg_catalog.pg_index p"
+				   "             WHERE p.indrelid OPERATOR(pg_catalog.=) c.oid AND p.indisprimary))"
+				   "     AND a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) k.attnum)"
+				   " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace"
+				   " WHERE %s",
+				   v15 ? psprintf("(SELECT CASE WHEN pg_catalog.bool_or(p.rowfilter IS NULL) THEN NULL"
+								  "  ELSE pg_catalog.string_agg('(' OPERATOR(pg_catalog.||) p.rowfilter OPERATOR(pg_catalog.||) ')', ' OR ') END"
+								  "  FROM pg_catalog.pg_publication_tables p"
+								  " WHERE p.pubname OPERATOR(pg_catalog.=) ANY (%s)"
+								  "   AND p.schemaname OPERATOR(pg_catalog.=) n.nspname AND p.tablename OPERATOR(pg_catalog.=) c.relname)",
+								  pubs)
+				   : "NULL::pg_catalog.text",
+				   where);
+	res = pgrpl_remote_query(S.conn, sql, 4, "describe the table to copy");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (!tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		ExecDropSingleTupleTableSlot(slot);
+		walrcv_clear_result(res);
+		return NULL;
+	}
+	t = palloc0(sizeof(PgrplSnapTable));
+	t->schema_name = pstrdup(schema_name);
+	t->table_name = pstrdup(table_name);
+	t->remote_oid = (Oid) strtoul(pgrpl_result_text(slot, 1), NULL, 10);
+	{
+		char	   *kinds = pgrpl_result_text(slot, 2);
+
+		t->relkind = kinds[0];
+		t->replident = kinds[1];
+	}
+	t->row_filter = pgrpl_result_text(slot, 3);
+	page = pgrpl_result_text(slot, 4);
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+
+	if (page == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s.%s\" on the primary has no key to copy it by", schema_name, table_name),
+				 errdetail("pgrpl copies a table in chunks ordered by its replica identity index or primary key."),
+				 errhint("Give the table a primary key, or copy it with copy_data => false and without a snapshot.")));
+	t->page_names = pgrpl_parse_text_array(page, &t->npage);
+
+	/* The columns, in attribute order, with what a RELATION message says. */
+	sql = psprintf("SELECT a.attname::pg_catalog.text,"
+				   " CASE WHEN a.atttypid OPERATOR(pg_catalog.<) 10000::pg_catalog.oid"
+				   "      THEN pg_catalog.format_type(a.atttypid, NULL)"
+				   "      ELSE pg_catalog.quote_ident(tn.nspname) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(ty.typname) END,"
+				   " (c.relreplident OPERATOR(pg_catalog.=) 'f' OR a.attnum OPERATOR(pg_catalog.=) ANY (ri.indkey::pg_catalog.int2[]))::pg_catalog.text,"
+				   " (%s)::pg_catalog.text"
+				   " FROM pg_catalog.pg_attribute a"
+				   " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
+				   " JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid"
+				   " JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) ty.typnamespace"
+				   " LEFT JOIN pg_catalog.pg_index ri ON ri.indexrelid OPERATOR(pg_catalog.=) pg_catalog.pg_get_replica_identity_index(c.oid)"
+				   " WHERE a.attrelid OPERATOR(pg_catalog.=) %u AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+				   " ORDER BY a.attnum",
+				   S.server_version >= 180000 ?
+				   psprintf("EXISTS (SELECT FROM pg_catalog.pg_publication_tables p"
+							" WHERE p.pubname OPERATOR(pg_catalog.=) ANY (%s)"
+							"   AND p.schemaname OPERATOR(pg_catalog.=) %s AND p.tablename OPERATOR(pg_catalog.=) %s"
+							"   AND a.attname OPERATOR(pg_catalog.=) ANY (p.attnames))",
+							pubs, quote_literal_cstr(schema_name), quote_literal_cstr(table_name)) :
+				   v15 ?
+				   psprintf("a.attgenerated OPERATOR(pg_catalog.=) '' AND EXISTS (SELECT FROM pg_catalog.pg_publication_tables p"
+							" WHERE p.pubname OPERATOR(pg_catalog.=) ANY (%s)"
+							"   AND p.schemaname OPERATOR(pg_catalog.=) %s AND p.tablename OPERATOR(pg_catalog.=) %s"
+							"   AND a.attname OPERATOR(pg_catalog.=) ANY (p.attnames))",
+							pubs, quote_literal_cstr(schema_name), quote_literal_cstr(table_name)) :
+				   "a.attgenerated OPERATOR(pg_catalog.=) ''",
+				   t->remote_oid);
+	res = pgrpl_remote_query(S.conn, sql, 4, "describe the columns of the table to copy");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		names = lappend(names, pgrpl_result_text(slot, 1));
+		types = lappend(types, pgrpl_result_text(slot, 2));
+		keys = lappend(keys, pgrpl_result_text(slot, 3));
+		pubd = lappend(pubd, pgrpl_result_text(slot, 4));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+
+	t->names = palloc(sizeof(char *) * Max(list_length(names), 1));
+	t->types = palloc(sizeof(char *) * Max(list_length(names), 1));
+	t->is_key = palloc(sizeof(bool) * Max(list_length(names), 1));
+	{
+		const char **dropped = palloc(sizeof(char *) * Max(list_length(names), 1));
+		int			ndropped = 0;
+
+		i = 0;
+		forfour(l1, names, l2, types, l3, keys, l4, pubd)
+		{
+			if (strcmp((char *) lfirst(l4), "true") != 0)
+			{
+				dropped[ndropped++] = lfirst(l1);
+				continue;
+			}
+			t->names[i] = lfirst(l1);
+			t->types[i] = lfirst(l2);
+			t->is_key[i] = (t->replident != 'n' && strcmp((char *) lfirst(l3), "true") == 0);
+			i++;
+		}
+		t->natts = i;
+		t->drop_literal = pgrpl_text_array_literal(dropped, NULL, ndropped);
+	}
+	{
+		bool		any_key = false;
+
+		for (i = 0; i < t->natts; i++)
+			any_key |= t->is_key[i];
+		t->key_literal = any_key ? pgrpl_text_array_literal(t->names, t->is_key, t->natts) : NULL;
+	}
+
+	/* The paging columns' types (they need not be published). */
+	t->page_types = palloc(sizeof(char *) * t->npage);
+	for (int k = 0; k < t->npage; k++)
+	{
+		t->page_types[k] = NULL;
+		forboth(l1, names, l2, types)
+		{
+			if (strcmp(lfirst(l1), t->page_names[k]) == 0)
+				t->page_types[k] = lfirst(l2);
+		}
+		if (t->page_types[k] == NULL)
+			elog(ERROR, "paging column \"%s\" of \"%s.%s\" not found",
+				 t->page_names[k], schema_name, table_name);
+	}
+	return t;
+}
+
+/* ---------------------------------------------------------------------
+ * pgrpl.snapshot rows
+ * --------------------------------------------------------------------- */
+
+/*
+ * Ask for a table's snapshot (copy) or note it as known without one.  With
+ * replace, a new request for a table replaces the old one; without, a
+ * table known already is left alone, and so is one the log has changes of
+ * (a subscription from before snapshots): false then.
+ */
+bool
+pgrpl_snapshot_request(int32 sub_id, const char *schema_name,
+					   const char *table_name, bool copy, bool replace)
+{
+	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTOID, CHAROID};
+	Datum		args[4] = {Int32GetDatum(sub_id), CStringGetTextDatum(schema_name),
+	CStringGetTextDatum(table_name), CharGetDatum(copy ? 'p' : 'd')};
+	bool		done;
+
+	SPI_connect();
+	if (replace)
+		done = SPI_execute_with_args("INSERT INTO pgrpl.snapshot AS s (sub_id, schema_name, table_name, state, finished_at)"
+									 " VALUES ($1, $2, $3, $4, CASE WHEN $4 OPERATOR(pg_catalog.=) 'd' THEN pg_catalog.now() END)"
+									 " ON CONFLICT (sub_id, schema_name, table_name) DO UPDATE"
+									 " SET state = excluded.state, last_key = NULL, rows_copied = 0, chunks = 0,"
+									 "     requested_at = pg_catalog.now(), started_at = NULL,"
+									 "     finished_at = excluded.finished_at, last_error = NULL",
+									 4, argtypes, args, NULL, false, 0) == SPI_OK_INSERT;
+	else
+		done = SPI_execute_with_args("INSERT INTO pgrpl.snapshot (sub_id, schema_name, table_name, state, finished_at)"
+									 " SELECT $1, $2, $3, $4, CASE WHEN $4 OPERATOR(pg_catalog.=) 'd' THEN pg_catalog.now() END"
+									 "  WHERE NOT EXISTS (SELECT FROM pgrpl.relation r"
+									 "         WHERE r.sub_id OPERATOR(pg_catalog.=) $1 AND r.schema_name OPERATOR(pg_catalog.=) $2"
+									 "           AND r.table_name OPERATOR(pg_catalog.=) $3)"
+									 " ON CONFLICT (sub_id, schema_name, table_name) DO NOTHING",
+									 4, argtypes, args, NULL, false, 0) == SPI_OK_INSERT;
+	if (!done)
+		elog(ERROR, "could not update pgrpl.snapshot");
+	done = SPI_processed > 0;
+	SPI_finish();
+	return done;
+}
+
+/* The next table to copy, or NULL; sets *last_key to where it stopped. */
+static bool
+pgrpl_snapshot_next(char **schema_name, char **table_name, char **last_key)
+{
+	Oid			argtype = INT4OID;
+	Datum		arg = Int32GetDatum(S.sub->id);
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		found = false;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT schema_name, table_name, last_key::pg_catalog.text"
+							  " FROM pgrpl.snapshot WHERE sub_id OPERATOR(pg_catalog.=) $1"
+							  "   AND state OPERATOR(pg_catalog.<>) 'd'"
+							  " ORDER BY requested_at, schema_name, table_name",
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pgrpl.snapshot");
+	for (uint64 i = 0; i < SPI_processed && !found; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *nsp = SPI_getvalue(tup, desc, 1);
+		char	   *rel = SPI_getvalue(tup, desc, 2);
+		char	   *name = psprintf("%s.%s", quote_identifier(nsp), quote_identifier(rel));
+		ListCell   *lc;
+		bool		skip = false;
+
+		foreach(lc, S.skip)
+			skip |= (strcmp(lfirst(lc), name) == 0);
+		if (skip)
+			continue;
+		found = true;
+		*schema_name = MemoryContextStrdup(cxt, nsp);
+		*table_name = MemoryContextStrdup(cxt, rel);
+		*last_key = SPI_getvalue(tup, desc, 3);
+		if (*last_key)
+			*last_key = MemoryContextStrdup(cxt, *last_key);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* Record a chunk (or the table's end, or an error) in pgrpl.snapshot. */
+static void
+pgrpl_snapshot_record(const char *state, const char *last_key, int64 rows,
+					  const char *error)
+{
+	Oid			argtypes[7] = {INT4OID, TEXTOID, TEXTOID, CHAROID, TEXTOID, INT8OID, TEXTOID};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', last_key ? ' ' : 'n', ' ', error ? ' ' : 'n'};
+
+	args[0] = Int32GetDatum(S.sub->id);
+	args[1] = CStringGetTextDatum(S.table->schema_name);
+	args[2] = CStringGetTextDatum(S.table->table_name);
+	args[3] = CharGetDatum(state[0]);
+	args[4] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;
+	args[5] = Int64GetDatum(rows);
+	args[6] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE pgrpl.snapshot SET state = $4,"
+							  " last_key = COALESCE($5::pg_catalog.text[], last_key),"
+							  " rows_copied = rows_copied OPERATOR(pg_catalog.+) $6,"
+							  " chunks = chunks OPERATOR(pg_catalog.+) CASE WHEN $5 IS NULL THEN 0 ELSE 1 END,"
+							  " started_at = COALESCE(started_at, pg_catalog.now()),"
+							  " finished_at = CASE WHEN $4 OPERATOR(pg_catalog.=) 'd' THEN pg_catalog.now() END,"
+							  " last_error = $7"
+							  " WHERE sub_id OPERATOR(pg_catalog.=) $1 AND schema_name OPERATOR(pg_catalog.=) $2"
+							  "   AND table_name OPERATOR(pg_catalog.=) $3",
+							  7, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update pgrpl.snapshot");
+	SPI_finish();
+}
+
+/* ---------------------------------------------------------------------
+ * Reading a chunk
+ * --------------------------------------------------------------------- */
+
+static void
+pgrpl_snapshot_connect(void)
+{
+	char	   *appname;
+	MemoryContext old;
+
+	if (S.conn != NULL)
+		return;
+	appname = psprintf("%s snapshot", S.sub->name);
+	/* It outlives the transaction of the step that opens it. */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	S.conn = pgrpl_stream_connect(S.sub->conninfo, appname);
+	MemoryContextSwitchTo(old);
+	S.server_version = walrcv_server_version(S.conn);
+	/* Values as the stream gives them (see pgrpl_stream_start). */
+	pgrpl_remote_command("SET TimeZone TO 'UTC'", "set the time zone of the snapshot connection");
+	/* A watermark need not wait for a synchronous standby. */
+	pgrpl_remote_command("SET synchronous_commit TO local", "set synchronous_commit of the snapshot connection");
+}
+
+/* The SELECT of the next chunk. */
+static char *
+pgrpl_chunk_sql(PgrplSnapTable *t)
+{
+	StringInfoData sql;
+	StringInfoData order;
+
+	initStringInfo(&sql);
+	initStringInfo(&order);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&order, "%st.%s", k > 0 ? ", " : "", quote_identifier(t->page_names[k]));
+
+	appendStringInfoString(&sql, "SELECT ARRAY[");
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
+						 quote_identifier(t->page_names[k]));
+	appendStringInfoString(&sql, "]::pg_catalog.text, ");
+	if (t->key_literal)
+		appendStringInfo(&sql, "(SELECT pg_catalog.jsonb_object_agg(e.key, e.value)"
+						 " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(t)) e"
+						 " WHERE e.key OPERATOR(pg_catalog.=) ANY (%s))::pg_catalog.text, ",
+						 t->key_literal);
+	else
+		appendStringInfoString(&sql, "NULL::pg_catalog.text, ");
+	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.-) %s)::pg_catalog.text"
+					 " FROM %s%s.%s t WHERE true",
+					 t->drop_literal, t->relkind == 'p' ? "" : "ONLY ",
+					 quote_identifier(t->schema_name), quote_identifier(t->table_name));
+	if (t->row_filter)
+		appendStringInfo(&sql, " AND (%s)", t->row_filter);
+	if (t->last_page)
+	{
+		appendStringInfo(&sql, " AND ROW(%s) OPERATOR(pg_catalog.>) ROW(", order.data);
+		for (int k = 0; k < t->npage; k++)
+			appendStringInfo(&sql, "%sCAST(%s AS %s)", k > 0 ? ", " : "",
+							 quote_literal_cstr(t->last_page[k]), t->page_types[k]);
+		appendStringInfoChar(&sql, ')');
+	}
+	appendStringInfo(&sql, " ORDER BY %s LIMIT %d", order.data, PGRPL_SNAPSHOT_CHUNK_ROWS);
+	return sql.data;
+}
+
+/* "xmin:xmax:xip,..." of pg_current_snapshot() / txid_current_snapshot(). */
+static void
+pgrpl_parse_snapshot(const char *snap)
+{
+	char	   *end;
+	const char *p = snap;
+	int			cap = 16;
+
+	S.xmin = strtou64(p, &end, 10);
+	if (*end != ':')
+		elog(ERROR, "unexpected snapshot \"%s\"", snap);
+	S.xmax = strtou64(end + 1, &end, 10);
+	if (*end != ':')
+		elog(ERROR, "unexpected snapshot \"%s\"", snap);
+	p = end + 1;
+	S.nxip = 0;
+	S.xip = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * cap);
+	while (*p)
+	{
+		if (S.nxip == cap)
+		{
+			cap *= 2;
+			S.xip = repalloc(S.xip, sizeof(uint64) * cap);
+		}
+		S.xip[S.nxip++] = strtou64(p, &end, 10);
+		p = (*end == ',') ? end + 1 : end;
+		if (end == p && *p)
+			elog(ERROR, "unexpected snapshot \"%s\"", snap);
+	}
+}
+
+/*
+ * Read the next chunk of S.table; false if the primary showed a committed
+ * transaction the snapshot does not see yet (try again later).
+ */
+static bool
+pgrpl_snapshot_read_chunk(void)
+{
+	bool		v13 = S.server_version >= 130000;
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	char	   *snap;
+	char	   *hazards;
+	MemoryContext old;
+	int			cap = 256;
+
+	MemoryContextReset(S.chunkcxt);
+	S.nrows = 0;
+	pgrpl_remote_command("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
+	res = pgrpl_remote_query(S.conn,
+							 v13 ?
+							 "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text,"
+							 " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
+							 "   WHERE pg_catalog.pg_xact_status(x) IS DISTINCT FROM 'in progress')::pg_catalog.text" :
+							 "SELECT pg_catalog.txid_current_snapshot()::pg_catalog.text,"
+							 " (SELECT pg_catalog.count(*) FROM pg_catalog.txid_snapshot_xip(pg_catalog.txid_current_snapshot()) x"
+							 "   WHERE pg_catalog.txid_status(x) IS DISTINCT FROM 'in progress')::pg_catalog.text",
+							 2, "read the snapshot");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (!tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+		elog(ERROR, "no snapshot returned");
+	snap = pgrpl_result_text(slot, 1);
+	hazards = pgrpl_result_text(slot, 2);
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	if (strcmp(hazards, "0") != 0)
+	{
+		pgrpl_remote_command("ROLLBACK", "end the snapshot transaction");
+		return false;
+	}
+	pgrpl_parse_snapshot(snap);
+
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table), 3, "read rows to copy");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	old = MemoryContextSwitchTo(S.chunkcxt);
+	S.rows = palloc(sizeof(PgrplChunkRow) * cap);
+	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	{
+		if (S.nrows == cap)
+		{
+			cap *= 2;
+			S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
+		}
+		S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
+		S.rows[S.nrows].row_key = pgrpl_canonical_jsonb(pgrpl_result_text(slot, 2));
+		S.rows[S.nrows].new_row = pgrpl_result_text(slot, 3);
+		S.nrows++;
+	}
+	MemoryContextSwitchTo(old);
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	pgrpl_remote_command("COMMIT", "end the snapshot transaction");
+	return true;
+}
+
+/* Put the chunk's watermark into the stream. */
+static void
+pgrpl_snapshot_emit_watermark(void)
+{
+	WalRcvExecResult *res;
+	char	   *sql;
+
+	S.watermark = MemoryContextStrdup(S.chunkcxt,
+									  psprintf("%s/%d/%d/" UINT64_FORMAT, S.sub->system_identifier,
+											   S.sub->id, MyProcPid, ++S.counter));
+	sql = psprintf("SELECT pg_catalog.pg_logical_emit_message(true, %s, %s)::pg_catalog.text",
+				   quote_literal_cstr(PGRPL_WATERMARK_PREFIX), quote_literal_cstr(S.watermark));
+	res = pgrpl_remote_query(S.conn, sql, 1, "emit the watermark of a snapshot chunk");
+	walrcv_clear_result(res);
+	S.in_flight = true;
+}
+
+static void
+pgrpl_snapshot_step_guts(XLogRecPtr received)
+{
+	if (S.table == NULL)
+	{
+		char	   *nsp,
+				   *rel,
+				   *last_key;
+		MemoryContext old;
+
+		if (!pgrpl_snapshot_next(&nsp, &rel, &last_key))
+		{
+			S.done = true;
+			if (S.conn != NULL)
+			{
+				walrcv_disconnect(S.conn);
+				S.conn = NULL;
+			}
+			return;
+		}
+		pgrpl_snapshot_connect();
+		MemoryContextReset(S.cxt);
+		old = MemoryContextSwitchTo(S.cxt);
+		S.table = pgrpl_snapshot_describe(nsp, rel);
+		if (S.table != NULL && last_key != NULL)
+		{
+			int			n;
+
+			S.table->last_page = pgrpl_parse_text_array(last_key, &n);
+			if (n != S.table->npage)
+				S.table->last_page = NULL;	/* the key changed: start over */
+		}
+		MemoryContextSwitchTo(old);
+		if (S.table == NULL)
+		{
+			/* Dropped on the primary: nothing left to copy. */
+			PgrplSnapTable gone = {.schema_name = nsp,.table_name = rel};
+
+			S.table = &gone;
+			pgrpl_snapshot_record("d", NULL, 0, NULL);
+			S.table = NULL;
+			return;
+		}
+	}
+
+	S.received_before = received;
+	if (!pgrpl_snapshot_read_chunk())
+	{
+		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+		return;
+	}
+	if (S.nrows == 0)
+	{
+		pgrpl_snapshot_record("d", NULL, 0, NULL);
+		S.table = NULL;
+		return;
+	}
+	pgrpl_snapshot_emit_watermark();
+	pgrpl_snapshot_record("c", NULL, 0, NULL);
+}
+
+/*
+ * Read the next chunk and put its watermark into the stream, unless one is
+ * awaited or nothing is left.  Called between remote transactions, outside
+ * a local one.  An error (no privilege, a table without key) is recorded
+ * on the table's row, which is skipped until the next session; streaming
+ * goes on.
+ */
+void
+pgrpl_snapshot_step(XLogRecPtr received)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (S.sub == NULL || S.done || S.in_flight)
+		return;
+	if (S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
+		return;
+	S.retry_after = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		pgrpl_snapshot_step_guts(received);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char	   *name = NULL;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		if (S.conn != NULL)
+		{
+			walrcv_disconnect(S.conn);
+			S.conn = NULL;
+		}
+		S.in_flight = false;
+		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													PGRPL_SNAPSHOT_ERROR_RETRY_MS);
+		if (S.table != NULL)
+		{
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("pgrpl subscription \"%s\" could not copy table \"%s.%s\": %s",
+							S.sub->name, S.table->schema_name, S.table->table_name,
+							edata->message)));
+			name = MemoryContextStrdup(TopMemoryContext,
+									   psprintf("%s.%s", quote_identifier(S.table->schema_name),
+												quote_identifier(S.table->table_name)));
+			StartTransactionCommand();
+			pgrpl_snapshot_record("e", NULL, 0, edata->message);
+			CommitTransactionCommand();
+			S.skip = lappend(S.skip, name);
+			S.table = NULL;
+		}
+		else
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("pgrpl subscription \"%s\" could not start copying a table: %s",
+							S.sub->name, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+}
+
+/* ---------------------------------------------------------------------
+ * The watermark
+ * --------------------------------------------------------------------- */
+
+static int
+pgrpl_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Is the transaction with this (32-bit) xid visible to the chunk's S? */
+static bool
+pgrpl_snapshot_sees(uint32 xid)
+{
+	/* The full xid nearest to xmax: all that matter are within 2^31 of it. */
+	int64		full = (int64) S.xmax + (int32) (xid - (uint32) S.xmax);
+
+	if (full >= (int64) S.xmax)
+		return false;
+	if (full < (int64) S.xmin)
+		return true;
+	for (int i = 0; i < S.nxip; i++)
+		if ((int64) S.xip[i] == full)
+			return false;
+	return true;
+}
+
+/*
+ * The keys (canonical jsonb text, sorted) that transactions invisible to S
+ * changed and committed after P -- before W, as W is being captured now.
+ * *truncated if one of them truncated the table.
+ */
+static char **
+pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
+{
+	Oid			argtypes[4] = {INT4OID, LSNOID, TEXTOID, TEXTOID};
+	Datum		args[4];
+	char	  **keys = NULL;
+	int			n = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	*truncated = false;
+	args[0] = Int32GetDatum(S.sub->id);
+	args[1] = LSNGetDatum(S.received_before);
+	args[2] = CStringGetTextDatum(S.table->schema_name);
+	args[3] = CStringGetTextDatum(S.table->table_name);
+	/* Rows written earlier in this local transaction count too. */
+	CommandCounterIncrement();
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT t.xid, c.op, c.row_key::pg_catalog.text, c.old_key::pg_catalog.text"
+							  " FROM pgrpl.transaction t"
+							  " JOIN pgrpl.change c ON c.sub_id OPERATOR(pg_catalog.=) t.sub_id"
+							  "  AND c.txn_id OPERATOR(pg_catalog.=) t.txn_id"
+							  " JOIN pgrpl.relation r ON r.rel_id OPERATOR(pg_catalog.=) c.rel_id"
+							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'c'"
+							  "   AND t.commit_lsn OPERATOR(pg_catalog.>) $2"
+							  "   AND r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4",
+							  4, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the change log");
+	keys = MemoryContextAlloc(cxt, sizeof(char *) * Max(2 * SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char		op = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
+		char	   *k;
+
+		if (isnull || pgrpl_snapshot_sees((uint32) xid))
+			continue;
+		if (op == PGRPL_OP_TRUNCATE)
+			*truncated = true;
+		if ((k = SPI_getvalue(tup, desc, 3)) != NULL)
+			keys[n++] = MemoryContextStrdup(cxt, k);
+		if ((k = SPI_getvalue(tup, desc, 4)) != NULL)
+			keys[n++] = MemoryContextStrdup(cxt, k);
+	}
+	SPI_finish();
+	qsort(keys, n, sizeof(char *), pgrpl_cmp_str);
+	*nkeys = n;
+	return keys;
+}
+
+/*
+ * A watermark arrived in the current remote transaction (txn_id, the
+ * message at lsn): if it is the awaited one, write the chunk's rows as its
+ * changes from first_seq on and record the chunk.  Returns how many rows
+ * were written (0 for anyone else's watermark, or a discarded chunk).
+ */
+int32
+pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
+						 int32 first_seq, XLogRecPtr lsn)
+{
+	PgrplSnapTable *t = S.table;
+	PgrplRelationDesc d;
+	char	  **stale;
+	int			nstale;
+	bool		truncated;
+	int32		rel_id;
+	int32		written = 0;
+	int			n;
+	char	  **page;
+
+	if (!S.in_flight || (int) strlen(S.watermark) != len ||
+		memcmp(S.watermark, content, len) != 0)
+		return 0;
+	S.in_flight = false;
+
+	stale = pgrpl_snapshot_stale_keys(&nstale, &truncated);
+	if (truncated)
+		return 0;				/* read again, after the TRUNCATE */
+
+	d.remote_oid = t->remote_oid;
+	d.schema_name = t->schema_name;
+	d.table_name = t->table_name;
+	d.replident = t->replident;
+	d.natts = t->natts;
+	d.names = t->names;
+	d.types = t->types;
+	d.is_key = t->is_key;
+	d.first_lsn = lsn;
+	rel_id = pgrpl_writer_relation_id(&d);
+
+	for (int i = 0; i < S.nrows; i++)
+	{
+		PgrplChunkRow *r = &S.rows[i];
+		PgrplChangeRow row = {0};
+
+		if (r->row_key != NULL && nstale > 0 &&
+			bsearch(&r->row_key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
+			continue;
+		row.txn_id = txn_id;
+		row.seq = first_seq + written;
+		row.lsn = lsn;
+		row.op = PGRPL_OP_SNAPSHOT;
+		row.rel_id = rel_id;
+		row.new = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->new_row)));
+		row.row_key = r->row_key ?
+			DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->row_key))) : NULL;
+		pgrpl_writer_insert_change(&row);
+		written++;
+	}
+
+	/* Where the next chunk starts; the last one is the one not full. */
+	pgrpl_snapshot_record(S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS ? "d" : "c",
+						  S.rows[S.nrows - 1].page, written, NULL);
+	page = pgrpl_parse_text_array(S.rows[S.nrows - 1].page, &n);
+	t->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
+	for (int k = 0; k < n; k++)
+		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
+	if (S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS)
+		S.table = NULL;
+	return written;
+}
+
+/* ---------------------------------------------------------------------
+ * Sessions
+ * --------------------------------------------------------------------- */
+
+/* A worker session starts: copy what pgrpl.snapshot says is pending. */
+void
+pgrpl_snapshot_session_start(PgrplSubscription *sub)
+{
+	if (S.cxt == NULL)
+	{
+		S.cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot table",
+									  ALLOCSET_DEFAULT_SIZES);
+		S.chunkcxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot chunk",
+										   ALLOCSET_DEFAULT_SIZES);
+	}
+	MemoryContextReset(S.cxt);
+	MemoryContextReset(S.chunkcxt);
+	S.sub = sub;
+	S.table = NULL;
+	S.done = false;
+	S.in_flight = false;
+	S.retry_after = 0;
+	list_free_deep(S.skip);
+	S.skip = NIL;
+}
+
+/* The session ends: a chunk in flight is read again next time. */
+void
+pgrpl_snapshot_session_end(void)
+{
+	if (S.conn != NULL)
+	{
+		walrcv_disconnect(S.conn);
+		S.conn = NULL;
+	}
+	S.in_flight = false;
+	S.table = NULL;
+	S.sub = NULL;
+}
+
+/* Whether a table is still being copied in this session. */
+bool
+pgrpl_snapshot_waiting(void)
+{
+	return S.sub != NULL && !S.done;
+}
