@@ -169,6 +169,11 @@ main() {
             mount --rbind /dev "$r/dev"
             mount -t tmpfs -o mode=1777,size=1g shm "$r/dev/shm"
             mount -t proc proc "$r/proc"
+            # the host'"'"'s primaries of other majors (t/030), if it has them
+            if [ -d /var/cache/pgrpl-primaries ]; then
+                mkdir -p "$r/var/cache/pgrpl-primaries"
+                mount --bind /var/cache/pgrpl-primaries "$r/var/cache/pgrpl-primaries"
+            fi
             chroot "$r" /usr/bin/env -i "$@" </dev/null &
             wait $!' _ "$ROOT" "${pass[@]}" bash "/tmp/${SRC##*/}/scripts/test.sh" &
     local ns=$! sig=''

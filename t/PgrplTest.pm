@@ -29,11 +29,50 @@ sub pgrpl_init_primary
 	my $conf = delete $params{conf};
 	my $node = PostgreSQL::Test::Cluster->new($name, %params);
 	$node->init(allows_streaming => 'logical');
+	pgrpl_drop_unknown_settings($node);
 	# The test framework caps connections at 10 for streaming nodes.
 	$node->append_conf('postgresql.conf', "max_connections = 30\n");
 	$node->append_conf('postgresql.conf', $conf) if defined $conf;
 	$node->start;
 	return $node;
+}
+
+# A node of another major than the test framework's (install_path given,
+# e.g. t/030_primary_versions.pl's primaries): the framework writes the
+# settings of its own major into postgresql.conf, and an older server
+# refuses to start on one it does not know (PG18's framework writes
+# autovacuum_worker_slots, new in 18: "unrecognized configuration
+# parameter", FATAL on PostgreSQL 10..17).  Comments out, in the block the
+# framework added, every setting the node's postgres does not list in
+# --describe-config.  Nothing to do for a node of the framework's own major.
+sub pgrpl_drop_unknown_settings
+{
+	my ($node) = @_;
+	my $install = $node->install_path;
+	return unless defined $install;
+	my $describe = `"$install/bin/postgres" --describe-config 2>/dev/null`;
+	return unless $? == 0;
+	my %known = map { (split /\t/)[0] => 1 } split /\n/, $describe;
+	return unless %known;
+	my $file = $node->data_dir . '/postgresql.conf';
+	my $ours = 0;
+	my (@out, @dropped);
+	for my $line (split /\n/, slurp_file($file), -1)
+	{
+		$ours = 1 if $line =~ /^# Added by PostgreSQL::Test::Cluster/;
+		if ($ours && $line =~ /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=/ && !$known{ lc $1 })
+		{
+			push @dropped, $1;
+			$line = "# (unknown to this server) $line";
+		}
+		push @out, $line;
+	}
+	return unless @dropped;
+	note 'settings of the test framework unknown to ' . $node->name . "'s server, commented out: @dropped";
+	open(my $fh, '>', $file) or die "cannot write $file: $!";
+	print $fh join("\n", @out);
+	close $fh;
+	return;
 }
 
 # A subscriber with pgrpl preloaded and the extension installed in the
