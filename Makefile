@@ -25,7 +25,7 @@ PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stre
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache capture storage streaming twophase origin xact teardown upgrade
+REGRESS = setup api_errors dml types replica_identity truncate messages transactions identifiers query keys decode fuzz abuse typecache capture storage streaming twophase origin snapshot xact teardown upgrade
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_check_regress \
 	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgrpl
 

@@ -89,6 +89,8 @@ static struct
 	MemoryContext cxt;			/* the table; reset per table */
 	MemoryContext chunkcxt;		/* the chunk in flight */
 	PgrplSnapTable *table;
+	char	   *cur_schema;		/* the table being copied (also before */
+	char	   *cur_table;		/* it is described), or NULL */
 	bool		done;			/* nothing left to copy in this session */
 	List	   *skip;			/* "schema.table" that failed this session */
 	TimestampTz retry_after;
@@ -512,8 +514,8 @@ pgrpl_snapshot_record(const char *state, const char *last_key, int64 rows,
 	char		nulls[7] = {' ', ' ', ' ', ' ', last_key ? ' ' : 'n', ' ', error ? ' ' : 'n'};
 
 	args[0] = Int32GetDatum(S.sub->id);
-	args[1] = CStringGetTextDatum(S.table->schema_name);
-	args[2] = CStringGetTextDatum(S.table->table_name);
+	args[1] = CStringGetTextDatum(S.cur_schema);
+	args[2] = CStringGetTextDatum(S.cur_table);
 	args[3] = CharGetDatum(state[0]);
 	args[4] = last_key ? CStringGetTextDatum(last_key) : (Datum) 0;
 	args[5] = Int64GetDatum(rows);
@@ -731,8 +733,10 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 			}
 			return;
 		}
-		pgrpl_snapshot_connect();
 		MemoryContextReset(S.cxt);
+		S.cur_schema = MemoryContextStrdup(S.cxt, nsp);
+		S.cur_table = MemoryContextStrdup(S.cxt, rel);
+		pgrpl_snapshot_connect();
 		old = MemoryContextSwitchTo(S.cxt);
 		S.table = pgrpl_snapshot_describe(nsp, rel);
 		if (S.table != NULL && last_key != NULL)
@@ -747,11 +751,8 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 		if (S.table == NULL)
 		{
 			/* Dropped on the primary: nothing left to copy. */
-			PgrplSnapTable gone = {.schema_name = nsp,.table_name = rel};
-
-			S.table = &gone;
 			pgrpl_snapshot_record("d", NULL, 0, NULL);
-			S.table = NULL;
+			S.cur_schema = S.cur_table = NULL;
 			return;
 		}
 	}
@@ -767,6 +768,7 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 	{
 		pgrpl_snapshot_record("d", NULL, 0, NULL);
 		S.table = NULL;
+		S.cur_schema = S.cur_table = NULL;
 		return;
 	}
 	pgrpl_snapshot_emit_watermark();
@@ -817,21 +819,23 @@ pgrpl_snapshot_step(XLogRecPtr received)
 		S.in_flight = false;
 		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													PGRPL_SNAPSHOT_ERROR_RETRY_MS);
-		if (S.table != NULL)
+		if (S.cur_table != NULL)
 		{
 			ereport(WARNING,
 					(errcode(edata->sqlerrcode),
 					 errmsg("pgrpl subscription \"%s\" could not copy table \"%s.%s\": %s",
-							S.sub->name, S.table->schema_name, S.table->table_name,
-							edata->message)));
+							S.sub->name, S.cur_schema, S.cur_table, edata->message)));
 			name = MemoryContextStrdup(TopMemoryContext,
-									   psprintf("%s.%s", quote_identifier(S.table->schema_name),
-												quote_identifier(S.table->table_name)));
+									   psprintf("%s.%s", quote_identifier(S.cur_schema),
+												quote_identifier(S.cur_table)));
 			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
 			pgrpl_snapshot_record("e", NULL, 0, edata->message);
+			PopActiveSnapshot();
 			CommitTransactionCommand();
 			S.skip = lappend(S.skip, name);
 			S.table = NULL;
+			S.cur_schema = S.cur_table = NULL;
 		}
 		else
 			ereport(WARNING,
@@ -996,7 +1000,10 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	for (int k = 0; k < n; k++)
 		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
 	if (S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS)
+	{
 		S.table = NULL;
+		S.cur_schema = S.cur_table = NULL;
+	}
 	return written;
 }
 
@@ -1019,6 +1026,7 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 	MemoryContextReset(S.chunkcxt);
 	S.sub = sub;
 	S.table = NULL;
+	S.cur_schema = S.cur_table = NULL;
 	S.done = false;
 	S.in_flight = false;
 	S.retry_after = 0;
@@ -1037,6 +1045,7 @@ pgrpl_snapshot_session_end(void)
 	}
 	S.in_flight = false;
 	S.table = NULL;
+	S.cur_schema = S.cur_table = NULL;
 	S.sub = NULL;
 }
 

@@ -1,0 +1,199 @@
+# t/025_snapshot.pl — the rows tables had before capture started.
+#
+#  1. A 100,000-row table is copied (10 chunks) while a writer changes
+#     random rows all the time (updates, deletes, inserts, key changes);
+#     afterwards table_as_of equals the primary's table, and no key was
+#     copied twice.
+#  2. The subscriber is killed (-9) during a copy, twice: the copy goes on
+#     from its last finished chunk, nothing is copied twice, the result
+#     equals the primary.
+#  3. The primary restarts (immediate) during a copy: likewise.
+#  4. Copied again on demand after a purge: equals the primary again.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PgrplTest;
+
+my $primary = pgrpl_init_primary('primary');
+my $sub = pgrpl_init_subscriber('subscriber');
+my $connstr = pgrpl_sub_connstr($primary);
+my $rows = 100_000;
+
+$primary->safe_psql(
+	'postgres', qq{
+	CREATE TABLE public.t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
+	INSERT INTO public.t SELECT g, md5(g::text), 0 FROM generate_series(1, $rows) g;
+	CREATE TABLE public.stop (x int);
+	CREATE PUBLICATION pub FOR TABLE public.t;
+	-- Changes random rows until public.stop has a row (or 120 s passed).
+	CREATE PROCEDURE public.writer(seed float8)
+	LANGUAGE plpgsql AS \$\$
+	DECLARE
+	    deadline timestamptz := clock_timestamp() + interval '120 seconds';
+	    k int;
+	    i int := 0;
+	BEGIN
+	    PERFORM setseed(seed);
+	    WHILE NOT EXISTS (SELECT FROM public.stop) AND clock_timestamp() < deadline LOOP
+	        i := i + 1;
+	        k := 1 + floor(random() * $rows)::int;
+	        CASE i % 10
+	            WHEN 0 THEN DELETE FROM public.t WHERE id = k;
+	            WHEN 1 THEN INSERT INTO public.t VALUES ($rows + i, 'new ' || i, 0);
+	            WHEN 2 THEN UPDATE public.t SET id = -id WHERE id = k;   -- a key change
+	            ELSE UPDATE public.t SET v = md5(random()::text), n = n + 1 WHERE id = k;
+	        END CASE;
+	        COMMIT;
+	    END LOOP;
+	END
+	\$\$;
+});
+
+# Start the writer in the background.
+sub start_writer
+{
+	my ($seed) = @_;
+	$primary->safe_psql('postgres', 'TRUNCATE public.stop');
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-d', $primary->connstr('postgres'), '-c', "CALL public.writer($seed)" ],
+		'>', \$out, '2>', \$err);
+	# It is running once it has changed something.
+	$primary->poll_query_until('postgres',
+		"SELECT n_tup_upd + n_tup_del > 0 FROM pg_stat_user_tables WHERE relname = 't'")
+	  or diag("writer: $err");
+	return $h;
+}
+
+sub stop_writer
+{
+	my ($h) = @_;
+	$primary->safe_psql('postgres', 'INSERT INTO public.stop VALUES (1)');
+	$h->finish;
+	is($h->result(0), 0, 'the writer ended cleanly');
+}
+
+sub wait_copied
+{
+	my ($name, $what) = @_;
+	ok( $sub->poll_query_until(
+			'postgres',
+			"SELECT bool_and(state = 'done') FROM pgrpl.stat_snapshot WHERE subscription = '$name'"),
+		"$what: the copy finished")
+	  or diag($sub->safe_psql('postgres', 'SELECT * FROM pgrpl.stat_snapshot'));
+}
+
+# table_as_of (after everything up to the primary's current LSN arrived)
+# against the primary's table, compared as sorted JSON lines.
+sub check_equal
+{
+	my ($name, $what) = @_;
+	pgrpl_wait_lsn($sub, $name, pgrpl_primary_lsn($primary), "$what: caught up");
+	my $log = $sub->safe_psql('postgres',
+		"SELECT r::text FROM pgrpl.table_as_of('$name', 'public.t') r ORDER BY (r->>'id')::int");
+	my $prim = $primary->safe_psql('postgres',
+		"SELECT to_jsonb(t)::text FROM public.t ORDER BY id");
+	my @l = split /\n/, $log;
+	my @p = split /\n/, $prim;
+	is(scalar(@l), scalar(@p), "$what: table_as_of has as many rows as the primary");
+	is($log, $prim, "$what: table_as_of equals the primary's table");
+}
+
+# No key has two SNAPSHOT rows from the same copy (seq is per chunk; a key
+# copied twice in one copy would show up twice among the copy's rows).
+sub check_once
+{
+	my ($name, $what) = @_;
+	is( $sub->safe_psql(
+			'postgres', qq{
+		SELECT count(*) FROM (
+		  SELECT new->>'id' FROM pgrpl.changes('$name') WHERE op = 'SNAPSHOT'
+		   GROUP BY new->>'id' HAVING count(*) > 1) d}),
+		'0', "$what: no row was copied twice");
+}
+
+# ------------------------------------------ 1. copy under concurrent writes --
+
+my $w = start_writer(0.1);
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.create_subscription('s', '$connstr', ARRAY['pub'])");
+wait_copied('s', 'concurrent writes');
+stop_writer($w);
+is( $sub->safe_psql(
+		'postgres',
+		"SELECT chunks >= 10 AND rows_copied <= $rows FROM pgrpl.stat_snapshot WHERE subscription = 's'"),
+	't', 'copied in chunks of at most 10000 rows');
+check_equal('s', 'concurrent writes');
+check_once('s', 'concurrent writes');
+# The writer really raced the copy: changes of rows arrived before their
+# chunk was copied, and after.
+is( $sub->safe_psql(
+		'postgres', q{
+		WITH first_copy AS (SELECT min(commit_lsn) AS l FROM pgrpl.changes('s') WHERE op = 'SNAPSHOT'),
+		     last_copy AS (SELECT max(commit_lsn) AS l FROM pgrpl.changes('s') WHERE op = 'SNAPSHOT')
+		SELECT count(*) FILTER (WHERE c.commit_lsn BETWEEN f.l AND l.l AND c.op <> 'SNAPSHOT') > 0
+		  FROM pgrpl.changes('s') c, first_copy f, last_copy l}),
+	't', 'changes were streamed while the table was being copied');
+
+# -------------------------------------------- 2. kill -9 during a copy --
+
+$w = start_writer(0.2);
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.create_subscription('k', '$connstr', ARRAY['pub'])");
+for my $round (1 .. 2)
+{
+	my $at = 2 + 3 * ($round - 1);
+	$sub->poll_query_until('postgres',
+		"SELECT chunks >= $at OR state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = 'k'",
+		't');
+	my $before = $sub->safe_psql('postgres',
+		"SELECT chunks FROM pgrpl.stat_snapshot WHERE subscription = 'k'");
+	pgrpl_kill9_all($sub);
+	$sub->start;
+	note "kill -9 $round after $before chunks";
+	ok( $sub->safe_psql('postgres',
+			"SELECT chunks >= $before FROM pgrpl.stat_snapshot WHERE subscription = 'k'") eq 't',
+		"kill -9 $round: the finished chunks ($before) are kept");
+}
+wait_copied('k', 'kill -9');
+stop_writer($w);
+check_equal('k', 'kill -9');
+check_once('k', 'kill -9');
+
+# ------------------------------------- 3. primary restart during a copy --
+
+$w = start_writer(0.3);
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.create_subscription('p', '$connstr', ARRAY['pub'])");
+$sub->poll_query_until('postgres',
+	"SELECT chunks >= 3 OR state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = 'p'");
+$primary->stop('immediate');
+$w->finish;    # the writer lost its connection
+$primary->start;
+wait_copied('p', 'primary restart');
+check_equal('p', 'primary restart');
+check_once('p', 'primary restart');
+
+# ------------------------------------------------- 4. again, on demand --
+
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.purge('s', (SELECT max(commit_lsn) FROM pgrpl.transactions('s')))");
+is($sub->safe_psql('postgres', "SELECT count(*) FROM pgrpl.table_as_of('s', 'public.t')"),
+	'0', 'after the purge the log knows no row');
+$sub->safe_psql('postgres', "SELECT pgrpl.snapshot('s', 'public.t')");
+wait_copied('s', 'on demand');
+check_equal('s', 'on demand');
+
+for my $name (qw(s k p))
+{
+	is(pgrpl_stat($sub, $name, 'last_error'), '', "$name: no error recorded");
+}
+
+done_testing();
