@@ -491,9 +491,6 @@ pgrpl_setup_origin(void)
 		pgrpl_replorigin_session_setup(originid);
 		replorigin_session_origin = originid;
 	}
-	progress = replorigin_session_get_progress(false);
-	CommitTransactionCommand();
-	W.streams_unfinished = false;
 
 	/*
 	 * The progress in memory, and the log's end as this transaction saw it,
@@ -501,9 +498,17 @@ pgrpl_setup_origin(void)
 	 * process that the WAL writer has not flushed yet.  This session reports
 	 * the start position as flushed until it commits something itself, and
 	 * the primary then never sends those transactions again: make them
-	 * durable first (a crash would otherwise lose them for good).
+	 * durable first (a crash would otherwise lose them for good).  "true":
+	 * flush the local commit that recorded the progress; then our own last
+	 * commit.  (Not GetXLogInsertRecPtr(): at a page boundary that is past
+	 * any WAL written, and the flush fails -- right after crash recovery,
+	 * for instance.)
 	 */
-	XLogFlush(GetXLogInsertRecPtr());
+	progress = replorigin_session_get_progress(true);
+	CommitTransactionCommand();
+	W.streams_unfinished = false;
+	if (!XLogRecPtrIsInvalid(XactLastCommitEnd))
+		XLogFlush(XactLastCommitEnd);
 	/* Never below what the log holds (see pgrpl_writer_session_start). */
 	return Max(progress, logged);
 }
