@@ -483,6 +483,7 @@ pgrpl_capture_commit(PgrplCapture *cap, LogicalRepCommitData *c)
 	cap->unit_commit_time = c->committime;
 	cap->unit_changes = cap->txn.seq;
 	cap->unit_is_txn = true;
+	cap->unit_xid = cap->txn.xid;
 	cap->unit_streamed = false;
 	if (cap->txn.seq == 0)
 		return PGRPL_CAPTURE_EMPTY_UNIT;	/* skipped or nothing captured */
@@ -615,6 +616,7 @@ pgrpl_capture_stream_commit(PgrplCapture *cap, PgrplStreamCommitMsg *m)
 	cap->unit_commit_time = m->commit.committime;
 	cap->unit_changes = t->seq;
 	cap->unit_is_txn = true;
+	cap->unit_xid = m->xid;
 	cap->unit_streamed = true;
 	if (pgrpl_stream_ends_empty(cap, t, m->commit.commit_lsn))
 		return PGRPL_CAPTURE_EMPTY_UNIT;
@@ -778,6 +780,7 @@ pgrpl_capture_commit_prepared(PgrplCapture *cap, LogicalRepCommitPreparedTxnData
 	cap->unit_commit_time = c->commit_time;
 	cap->unit_changes = 0;		/* counted at PREPARE */
 	cap->unit_is_txn = true;
+	cap->unit_xid = c->xid;
 	cap->unit_streamed = false;
 	/* Sent again after a reconnect although we have it. */
 	if (c->commit_lsn < cap->progress)

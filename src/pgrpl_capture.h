@@ -128,6 +128,7 @@ typedef struct PgrplCapture
 	int64		unit_changes;
 	bool		unit_is_txn;	/* a transaction committed (not a message,
 								 * PREPARE or ROLLBACK PREPARED) */
+	TransactionId unit_xid;		/* with unit_is_txn: its xid */
 	bool		unit_streamed;
 
 	/* For error context: the relation being captured, or NULL. */

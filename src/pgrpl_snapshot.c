@@ -18,11 +18,15 @@
  *	   whose W was not written yet is read again (its W, sent again, is no
  *	   longer known and is ignored).
  *
- * A transaction the primary already shows committed while S still sees it
- * running (its commit record is in WAL and may have been decoded before P,
- * e.g. while it waits for a synchronous standby) makes the chunk be read
- * again a little later.  A TRUNCATE of the table between P and W that S
- * did not see discards the chunk likewise.
+ * A transaction the primary already showed committed while S still saw it
+ * running (its commit record was in WAL, e.g. waiting for a synchronous
+ * standby) and whose commit the worker had received before P -- so its
+ * changes are older than P, yet S did not see them -- makes the chunk be
+ * read again a little later.  So does a transaction S saw running whose
+ * commit the worker had already received when it took S (the walsender
+ * decodes a commit once its WAL is flushed, and the committing backend may
+ * not have left the proc array yet).  A TRUNCATE of the table between P and
+ * W that S did not see discards the chunk likewise.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -47,6 +51,10 @@
 
 /* How long a chunk waits after a committed-but-invisible transaction. */
 #define PGRPL_SNAPSHOT_HAZARD_RETRY_MS	100
+/* How many of the last commits received are remembered (see below). */
+#define PGRPL_SNAPSHOT_RECENT_COMMITS 4096
+/* How often a busy stream stops for the next chunk. */
+#define PGRPL_SNAPSHOT_BUSY_MS	50
 /* How long the worker waits after an error before the next table. */
 #define PGRPL_SNAPSHOT_ERROR_RETRY_MS	5000
 
@@ -94,18 +102,31 @@ static struct
 	bool		done;			/* nothing left to copy in this session */
 	List	   *skip;			/* "schema.table" that failed this session */
 	TimestampTz retry_after;
+	TimestampTz last_busy_step;
 	uint64		counter;
 
 	/* The chunk whose watermark is awaited. */
 	bool		in_flight;
+	TimestampTz emitted_at;
 	char	   *watermark;
 	XLogRecPtr	received_before;
 	uint64		xmin;
 	uint64		xmax;
 	int			nxip;
 	uint64	   *xip;
+	/* xip members the primary already showed committed when S was taken */
+	int			ncommitted;
+	uint64	   *committed;
+	/* transactions whose commit arrived while the chunk was in flight */
+	int			nwindow;
+	int			maxwindow;
+	TransactionId *window;
 	int			nrows;
 	PgrplChunkRow *rows;
+
+	/* The xids of the last commits received, a ring. */
+	TransactionId recent[PGRPL_SNAPSHOT_RECENT_COMMITS];
+	uint64		nrecent;
 }			S;
 
 /* ---------------------------------------------------------------------
@@ -632,18 +653,16 @@ pgrpl_parse_snapshot(const char *snap)
 	}
 }
 
-/*
- * Read the next chunk of S.table; false if the primary showed a committed
- * transaction the snapshot does not see yet (try again later).
- */
-static bool
+/* Read the next chunk of S.table, with its snapshot. */
+static void
 pgrpl_snapshot_read_chunk(void)
 {
 	bool		v13 = S.server_version >= 130000;
 	WalRcvExecResult *res;
 	TupleTableSlot *slot;
 	char	   *snap;
-	char	   *hazards;
+	char	   *committed;
+	char	  **items;
 	MemoryContext old;
 	int			cap = 256;
 
@@ -653,25 +672,25 @@ pgrpl_snapshot_read_chunk(void)
 	res = pgrpl_remote_query(S.conn,
 							 v13 ?
 							 "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text,"
-							 " (SELECT pg_catalog.count(*) FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
-							 "   WHERE pg_catalog.pg_xact_status(x) IS DISTINCT FROM 'in progress')::pg_catalog.text" :
+							 " (SELECT COALESCE(pg_catalog.array_agg(x), '{}') FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) x"
+							 "   WHERE pg_catalog.pg_xact_status(x) OPERATOR(pg_catalog.=) 'committed')::pg_catalog.text" :
 							 "SELECT pg_catalog.txid_current_snapshot()::pg_catalog.text,"
-							 " (SELECT pg_catalog.count(*) FROM pg_catalog.txid_snapshot_xip(pg_catalog.txid_current_snapshot()) x"
-							 "   WHERE pg_catalog.txid_status(x) IS DISTINCT FROM 'in progress')::pg_catalog.text",
+							 " (SELECT COALESCE(pg_catalog.array_agg(x), '{}') FROM pg_catalog.txid_snapshot_xip(pg_catalog.txid_current_snapshot()) x"
+							 "   WHERE pg_catalog.txid_status(x) OPERATOR(pg_catalog.=) 'committed')::pg_catalog.text",
 							 2, "read the snapshot");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
 	if (!tuplestore_gettupleslot(res->tuplestore, true, false, slot))
 		elog(ERROR, "no snapshot returned");
 	snap = pgrpl_result_text(slot, 1);
-	hazards = pgrpl_result_text(slot, 2);
+	committed = pgrpl_result_text(slot, 2);
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
-	if (strcmp(hazards, "0") != 0)
-	{
-		pgrpl_remote_command("ROLLBACK", "end the snapshot transaction");
-		return false;
-	}
 	pgrpl_parse_snapshot(snap);
+	items = pgrpl_parse_text_array(committed, &S.ncommitted);
+	S.committed = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * Max(S.ncommitted, 1));
+	for (int i = 0; i < S.ncommitted; i++)
+		S.committed[i] = strtou64(items[i], NULL, 10);
+	S.nwindow = 0;
 
 	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table), 3, "read rows to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
@@ -693,7 +712,6 @@ pgrpl_snapshot_read_chunk(void)
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
 	pgrpl_remote_command("COMMIT", "end the snapshot transaction");
-	return true;
 }
 
 /* Put the chunk's watermark into the stream. */
@@ -711,6 +729,24 @@ pgrpl_snapshot_emit_watermark(void)
 	res = pgrpl_remote_query(S.conn, sql, 1, "emit the watermark of a snapshot chunk");
 	walrcv_clear_result(res);
 	S.in_flight = true;
+	S.emitted_at = GetCurrentTimestamp();
+}
+
+/*
+ * Did S see running a transaction whose commit the worker has received
+ * already (at or before P: nothing arrives while a chunk is read)?  Its
+ * changes are in the log before P, and the chunk misses them.
+ */
+static bool
+pgrpl_snapshot_missed_commit(void)
+{
+	uint64		n = Min(S.nrecent, PGRPL_SNAPSHOT_RECENT_COMMITS);
+
+	for (int i = 0; i < S.nxip; i++)
+		for (uint64 j = 0; j < n; j++)
+			if (S.recent[j] == (TransactionId) S.xip[i])
+				return true;
+	return false;
 }
 
 static void
@@ -758,7 +794,8 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 	}
 
 	S.received_before = received;
-	if (!pgrpl_snapshot_read_chunk())
+	pgrpl_snapshot_read_chunk();
+	if (pgrpl_snapshot_missed_commit())
 	{
 		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
@@ -957,6 +994,24 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		return 0;
 	S.in_flight = false;
 
+	/*
+	 * A transaction S saw running although the primary had committed it:
+	 * if its commit arrived in the window, the stale keys below cover it;
+	 * if before P, its changes are older than P and S missed them.
+	 */
+	for (int i = 0; i < S.ncommitted; i++)
+	{
+		bool		in_window = false;
+
+		for (int j = 0; j < S.nwindow && !in_window; j++)
+			in_window = (S.window[j] == (TransactionId) S.committed[i]);
+		if (!in_window)
+		{
+			S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+			return 0;			/* read again, a little later */
+		}
+	}
 	stale = pgrpl_snapshot_stale_keys(&nstale, &truncated);
 	if (truncated)
 		return 0;				/* read again, after the TRUNCATE */
@@ -992,6 +1047,10 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		written++;
 	}
 
+	ereport(DEBUG1,
+			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (%d stale keys); watermark arrived %ld ms after it was emitted",
+							 written, S.nrows, t->schema_name, t->table_name, nstale,
+							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
 	/* Where the next chunk starts; the last one is the one not full. */
 	pgrpl_snapshot_record(S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS ? "d" : "c",
 						  S.rows[S.nrows - 1].page, written, NULL);
@@ -1047,6 +1106,44 @@ pgrpl_snapshot_session_end(void)
 	S.table = NULL;
 	S.cur_schema = S.cur_table = NULL;
 	S.sub = NULL;
+}
+
+/*
+ * Whether pgrpl_snapshot_step() would read a chunk now: on a busy stream,
+ * at most every PGRPL_SNAPSHOT_BUSY_MS, so that group commits stay large.
+ */
+bool
+pgrpl_snapshot_due(void)
+{
+	TimestampTz now;
+
+	if (S.sub == NULL || S.done || S.in_flight)
+		return false;
+	now = GetCurrentTimestamp();
+	if (now < S.retry_after || now < S.last_busy_step + PGRPL_SNAPSHOT_BUSY_MS * 1000)
+		return false;
+	S.last_busy_step = now;
+	return true;
+}
+
+/*
+ * A transaction's commit arrived: remembered among the recent ones, and
+ * while a chunk is in flight in its window.
+ */
+void
+pgrpl_snapshot_note_commit(TransactionId xid)
+{
+	S.recent[S.nrecent++ % PGRPL_SNAPSHOT_RECENT_COMMITS] = xid;
+	if (!S.in_flight || S.ncommitted == 0)
+		return;					/* only needed to clear those */
+	if (S.nwindow == S.maxwindow)
+	{
+		S.maxwindow = Max(64, S.maxwindow * 2);
+		S.window = S.window == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * S.maxwindow) :
+			repalloc(S.window, sizeof(TransactionId) * S.maxwindow);
+	}
+	S.window[S.nwindow++] = xid;
 }
 
 /* Whether a table is still being copied in this session. */

@@ -67,6 +67,8 @@
 
 /* How often the drain loop considers sending a status update. */
 #define PGRPL_STATUS_CHECK_MSGS	1024
+/* How often (messages) a busy stream checks whether a chunk is due. */
+#define PGRPL_SNAPSHOT_CHECK_MSGS 64
 
 typedef enum PgrplSessionEnd
 {
@@ -757,6 +759,19 @@ pgrpl_apply_loop(void)
 			 */
 			if (++nmsgs % PGRPL_STATUS_CHECK_MSGS == 0)
 				pgrpl_send_status(false, false);
+
+			/*
+			 * A busy stream never runs dry either: between transactions,
+			 * go on copying tables now and then (making the group visible
+			 * first: a chunk is read in a transaction of its own).
+			 */
+			if (nmsgs % PGRPL_SNAPSHOT_CHECK_MSGS == 0 && !W.cap.active &&
+				!W.cap.in_stream && pgrpl_snapshot_due())
+			{
+				pgrpl_commit_local();
+				pgrpl_snapshot_step(W.last_received);
+				MemoryContextSwitchTo(W.msgcxt);
+			}
 			len = walrcv_receive(W.conn, &buf, &fd);
 		}
 		if (done)
@@ -1137,6 +1152,8 @@ pgrpl_apply_message(StringInfo payload)
 		MemoryContextSwitchTo(W.msgcxt);
 	}
 
+	if (result != PGRPL_CAPTURE_NONE && W.cap.unit_is_txn)
+		pgrpl_snapshot_note_commit(W.cap.unit_xid);
 	if (result == PGRPL_CAPTURE_UNIT && W.cap.unit_streamed && W.group_stream_commit == 0)
 		W.group_stream_commit = arrived;
 	if (result == PGRPL_CAPTURE_UNIT)

