@@ -8,7 +8,8 @@
  *
  *	1. In a REPEATABLE READ transaction on the primary: its snapshot S, and
  *	   the next rows in key order after the last finished chunk.  P is the
- *	   stream position received before.
+ *	   end of the last remote transaction processed before: the stream is
+ *	   in commit order, so every later one commits at or after P.
  *	2. A transactional logical message with a unique id: the watermark W.
  *	3. When W arrives in the stream, the chunk's rows become SNAPSHOT rows
  *	   of W's transaction -- except rows whose key a transaction invisible
@@ -931,8 +932,13 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 	args[1] = LSNGetDatum(S.received_before);
 	args[2] = CStringGetTextDatum(S.table->schema_name);
 	args[3] = CStringGetTextDatum(S.table->table_name);
-	/* Rows written earlier in this local transaction count too. */
-	CommandCounterIncrement();
+	/*
+	 * Rows written earlier in this local transaction count too: not
+	 * read-only, so that SPI reads with a new command id, not with the
+	 * snapshot the local transaction began with; and the rows the writer
+	 * still buffers are written first.
+	 */
+	pgrpl_writer_flush();
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT t.xid, c.op, c.row_key::pg_catalog.text, c.old_key::pg_catalog.text"
 							  " FROM pgrpl.transaction t"
@@ -940,9 +946,9 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 							  "  AND c.txn_id OPERATOR(pg_catalog.=) t.txn_id"
 							  " JOIN pgrpl.relation r ON r.rel_id OPERATOR(pg_catalog.=) c.rel_id"
 							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'c'"
-							  "   AND t.commit_lsn OPERATOR(pg_catalog.>) $2"
+							  "   AND t.commit_lsn OPERATOR(pg_catalog.>=) $2"
 							  "   AND r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4",
-							  4, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the change log");
 	keys = MemoryContextAlloc(cxt, sizeof(char *) * Max(2 * SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -769,7 +769,7 @@ pgrpl_apply_loop(void)
 				!W.cap.in_stream && pgrpl_snapshot_due())
 			{
 				pgrpl_commit_local();
-				pgrpl_snapshot_step(W.last_received);
+				pgrpl_snapshot_step(W.seen_end);
 				MemoryContextSwitchTo(W.msgcxt);
 			}
 			len = walrcv_receive(W.conn, &buf, &fd);
@@ -782,7 +782,7 @@ pgrpl_apply_loop(void)
 		{
 			pgrpl_commit_local();
 			/* Between transactions: the next chunk of a table to copy. */
-			pgrpl_snapshot_step(W.last_received);
+			pgrpl_snapshot_step(W.seen_end);
 			MemoryContextSwitchTo(W.msgcxt);
 		}
 

@@ -757,6 +757,23 @@ pgrpl_writer_prepared_known(const char *gid, TransactionId xid)
 }
 
 /*
+ * Write every buffered row, so that SQL in this transaction sees all that
+ * was captured so far (a snapshot chunk checks the log for newer changes).
+ */
+void
+pgrpl_writer_flush(void)
+{
+	if (!writer.active)
+		return;
+	for (int i = 0; i < writer.nleaves; i++)
+	{
+		pgrpl_target_flush(&writer.leaves[i]->change);
+		pgrpl_target_flush(&writer.leaves[i]->txn);
+	}
+	CommandCounterIncrement();
+}
+
+/*
  * Remove the changes of txn_id from seq from_seq on: an aborted streamed
  * transaction (from 1) or subtransaction.  Costs as many rows as it removes;
  * VACUUM reclaims their space.

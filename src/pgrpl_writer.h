@@ -98,6 +98,7 @@ extern void pgrpl_writer_discard_changes(int64 txn_id, int32 from_seq);
 extern bool pgrpl_writer_finish_prepared(const PgrplTxnRow *row);
 extern bool pgrpl_writer_prepared_known(const char *gid, TransactionId xid);
 extern void pgrpl_writer_abort_in_progress(void);
+extern void pgrpl_writer_flush(void);
 extern void pgrpl_writer_end(void);
 extern void pgrpl_writer_apply_retention(void);
 extern void pgrpl_writer_reset(void);
