@@ -13,6 +13,7 @@
 # by pgrpl before); failover => true makes a failover slot on 17+ (and is
 # refused before); a stored generated column is captured from an 18
 # primary that publishes it (publish_generated_columns), absent before.
+# copy_data copies a table's existing rows from 14 on (refused before).
 #
 # The server binaries come from scripts/primaries.sh (run as root; it
 # prints their bin dirs), which scripts/test.sh runs before the TAP tests.
@@ -383,6 +384,40 @@ sub test_primary
 				"$gen: new lacks the generated column (to_jsonb() gives $full)");
 		}
 		$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$gen')");
+	}
+
+	# -------------------------------------------------------- copy_data --
+	# The rows a table already has: copied in chunks merged at watermarks
+	# (logical messages) from 14 on; refused before.
+	my $cp = "${name}cp";
+	$primary->safe_psql('postgres',
+		"CREATE TABLE public.pre (id int PRIMARY KEY, v text, ts timestamptz);
+		 INSERT INTO public.pre SELECT g, 'row ' || g, '2020-01-01'::timestamptz + g * interval '1 hour'
+		   FROM generate_series(1, 12000) g;
+		 CREATE PUBLICATION pubpre FOR TABLE public.pre");
+	($ret, $out, $stderr) = $sub->psql('postgres',
+		"SELECT pgrpl.create_subscription('$cp', '$connstr', ARRAY['pubpre'])");
+	if ($major >= 14)
+	{
+		is($ret, 0, "$cp: create_subscription copies the existing rows") or diag($stderr);
+		$primary->safe_psql('postgres', "UPDATE public.pre SET v = 'changed' WHERE id % 1000 = 0");
+		ok( $sub->poll_query_until(
+				'postgres',
+				"SELECT bool_and(state = 'done') FROM pgrpl.stat_snapshot WHERE subscription = '$cp'"),
+			"$cp: the copy finished");
+		pgrpl_wait_lsn($sub, $cp, pgrpl_primary_lsn($primary), "$cp: caught up") or return;
+		is( $sub->safe_psql('postgres',
+				"SELECT string_agg(r::text, ',' ORDER BY (r->>'id')::int) FROM pgrpl.table_as_of('$cp', 'public.pre') r"),
+			$primary->safe_psql('postgres',
+				"SET TimeZone = 'UTC'; SELECT string_agg(to_jsonb(p)::text, ',' ORDER BY id) FROM public.pre p"),
+			"$cp: table_as_of equals the primary's table");
+		is(pgrpl_stat($sub, $cp, 'last_error'), '', "$cp: no error recorded");
+		$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('$cp')");
+	}
+	else
+	{
+		isnt($ret, 0, "$cp: copy_data is refused");
+		like($stderr, qr/copy_data needs a primary of PostgreSQL 14 or later/, "$cp: and says why");
 	}
 
 	# ------------------------------------------------------------- drop --
