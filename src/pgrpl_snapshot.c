@@ -849,6 +849,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		MemoryContextSwitchTo(TopMemoryContext);
 		if (S.conn != NULL)
 		{
 			walrcv_disconnect(S.conn);
@@ -871,6 +872,8 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			pgrpl_snapshot_record("e", NULL, 0, edata->message);
 			PopActiveSnapshot();
 			CommitTransactionCommand();
+			/* From PG18 on the transaction's end returns to "caller". */
+			MemoryContextSwitchTo(TopMemoryContext);
 			S.skip = lappend(S.skip, name);
 			S.table = NULL;
 			S.cur_schema = S.cur_table = NULL;
