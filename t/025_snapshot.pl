@@ -158,8 +158,12 @@ for my $round (1 .. 2)
 	$sub->poll_query_until('postgres',
 		"SELECT chunks >= $at OR state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = 'k'",
 		't');
-	my $before = $sub->safe_psql('postgres',
-		"SELECT chunks FROM pgrpl.stat_snapshot WHERE subscription = 'k'");
+	# The worker commits asynchronously: what counts as finished is what
+	# is on disk, so wait for the WAL writer to flush past the count read.
+	my ($before, $lsn) = split /\|/,
+	  $sub->safe_psql('postgres',
+		"SELECT chunks, pg_current_wal_insert_lsn() FROM pgrpl.stat_snapshot WHERE subscription = 'k'");
+	$sub->poll_query_until('postgres', "SELECT pg_current_wal_flush_lsn() >= '$lsn'");
 	pgrpl_kill9_all($sub);
 	$sub->start;
 	note "kill -9 $round after $before chunks";
