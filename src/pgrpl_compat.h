@@ -66,6 +66,18 @@
 #endif
 
 /*
+ * PG17 made a wait event set belong to a resource owner instead of a memory
+ * context.  pgrpl's set lives as long as a replication session and is freed
+ * explicitly (also after an error), so it belongs to neither.
+ */
+#if PG_VERSION_NUM >= 170000
+#define pgrpl_create_wait_event_set(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define pgrpl_create_wait_event_set(nevents) \
+	CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/*
  * PG18 removed pg_attribute_noreturn() (a suffix) for pg_noreturn (a prefix,
  * C11 _Noreturn).  Write "static pgrpl_noreturn void f(...);".
  */

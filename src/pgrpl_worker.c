@@ -30,6 +30,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -64,6 +65,14 @@
 #define PGRPL_GROUP_MAX_UNITS	1000
 #define PGRPL_GROUP_MAX_CHANGES	100000
 #define PGRPL_GROUP_MAX_MS		200
+
+/*
+ * When the socket runs dry with a group open, wait this long for more before
+ * committing it, while the group is younger than PGRPL_LINGER_MAX_AGE_MS
+ * (see pgrpl_linger).
+ */
+#define PGRPL_LINGER_MS			1L
+#define PGRPL_LINGER_MAX_AGE_MS	50
 
 /* How often the drain loop considers sending a status update. */
 #define PGRPL_STATUS_CHECK_MSGS	1024
@@ -123,6 +132,8 @@ static struct
 	TimestampTz last_recv_time;
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
+	WaitEventSet *wait_set;		/* the session's socket and our latch */
+	pgsocket	wait_fd;		/* the socket in wait_set */
 	dlist_head	flush_map;
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
@@ -138,6 +149,9 @@ static bool pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end);
 static void pgrpl_send_status(bool force, bool reply_requested);
 static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
+static int	pgrpl_wait(pgsocket fd, long timeout_ms);
+static void pgrpl_wait_release(void);
+static bool pgrpl_linger(pgsocket fd);
 static void pgrpl_commit_local(void);
 static void pgrpl_begin_local(void);
 static void pgrpl_discard_open_streams(void);
@@ -315,6 +329,7 @@ pgrpl_recover_from_error(void)
 	LWLockReleaseAll();
 	ConditionVariableCancelSleep();
 	pgstat_report_wait_end();
+	pgrpl_wait_release();
 	if (W.conn != NULL)
 	{
 		walrcv_disconnect(W.conn);
@@ -625,6 +640,7 @@ pgrpl_session(void)
 		pgrpl_worker_set_state(PGRPL_STATE_FINISHED);
 		pgrpl_worker_unwant();
 	}
+	pgrpl_wait_release();
 	walrcv_disconnect(W.conn);
 	W.conn = NULL;
 	return end;
@@ -777,9 +793,14 @@ pgrpl_apply_loop(void)
 		if (done)
 			break;
 
-		/* Nothing more is waiting: make the group visible now. */
+		/*
+		 * Nothing more is waiting: make the group visible now, unless more
+		 * arrives in a moment.
+		 */
 		if (!W.cap.active)
 		{
+			if (pgrpl_linger(fd))
+				continue;
 			pgrpl_commit_local();
 			/* Between transactions: the next chunk of a table to copy. */
 			pgrpl_snapshot_step(W.seen_end);
@@ -802,12 +823,8 @@ pgrpl_apply_loop(void)
 		 * primary hears "flushed" promptly once the stream goes quiet (a
 		 * full nap would hold the slot back by up to a second).
 		 */
-		rc = WaitLatchOrSocket(MyLatch,
-							   WL_SOCKET_READABLE | WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   fd,
-							   dlist_is_empty(&W.flush_map) && !pgrpl_snapshot_waiting() ?
-							   PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS,
-							   PG_WAIT_EXTENSION);
+		rc = pgrpl_wait(fd, dlist_is_empty(&W.flush_map) && !pgrpl_snapshot_waiting() ?
+						PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS);
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
@@ -825,6 +842,70 @@ pgrpl_apply_loop(void)
 	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(TopMemoryContext);
 	return end;
+}
+
+/*
+ * Wait for the primary's socket, our latch or the timeout; returns the
+ * WL_* events that happened (WL_TIMEOUT if none).  A worker keeping up with
+ * a busy primary finds the socket empty thousands of times a second: one
+ * epoll set kept for the session makes each wait a single system call,
+ * where WaitLatchOrSocket builds and closes a set every time.
+ */
+static int
+pgrpl_wait(pgsocket fd, long timeout_ms)
+{
+	WaitEvent	events[3];
+	int			n;
+	int			rc = 0;
+
+	if (W.wait_set == NULL || W.wait_fd != fd)
+	{
+		pgrpl_wait_release();
+		W.wait_set = pgrpl_create_wait_event_set(3);
+		AddWaitEventToSet(W.wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(W.wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(W.wait_set, WL_SOCKET_READABLE, fd, NULL, NULL);
+		W.wait_fd = fd;
+	}
+	n = WaitEventSetWait(W.wait_set, timeout_ms, events, lengthof(events),
+						 PG_WAIT_EXTENSION);
+	for (int i = 0; i < n; i++)
+		rc |= events[i].events;
+	return n == 0 ? WL_TIMEOUT : rc;
+}
+
+/*
+ * Before the connection closes: the set must not outlive its socket (a new
+ * connection may get the same descriptor number).
+ */
+static void
+pgrpl_wait_release(void)
+{
+	if (W.wait_set != NULL)
+		FreeWaitEventSet(W.wait_set);
+	W.wait_set = NULL;
+	W.wait_fd = PGINVALID_SOCKET;
+}
+
+/*
+ * The socket ran dry with a local transaction open.  A worker that keeps up
+ * with a busy walsender finds the socket empty between two of its sends,
+ * every few transactions; committing each time costs a local commit, a WAL
+ * writer wakeup and a status update per few transactions, which made the
+ * worker, not the primary's decoding, the limit.  So wait a moment for
+ * more, while the group is young: rows stay invisible at most
+ * PGRPL_LINGER_MAX_AGE_MS (plus a moment) longer than without lingering,
+ * and a quiet stream costs one PGRPL_LINGER_MS wait per group.  True if
+ * more data arrived.
+ */
+static bool
+pgrpl_linger(pgsocket fd)
+{
+	if (!W.local_open || !XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
+		TimestampDifferenceExceeds(W.group_started, GetCurrentTimestamp(),
+								   PGRPL_LINGER_MAX_AGE_MS))
+		return false;
+	return (pgrpl_wait(fd, PGRPL_LINGER_MS) & WL_SOCKET_READABLE) != 0;
 }
 
 /* ---------------------------------------------------------------------

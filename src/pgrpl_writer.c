@@ -65,11 +65,26 @@ enum
 #define PGRPL_BATCH_ROWS	1000
 #define PGRPL_BATCH_BYTES	(4 * 1024 * 1024)
 
+/*
+ * A batch's slots, kept from one local transaction to the next: a worker
+ * keeping up with a busy primary commits many small groups, and making up
+ * to a thousand slots per table and group was a tenth of its time.  The
+ * slots use a copy of the table's descriptor (so they pin nothing in a
+ * resource owner) and serve any leaf of the same row layout.
+ */
+typedef struct PgrplSlotSet
+{
+	TupleDesc	desc;
+	TupleTableSlot *slots[PGRPL_BATCH_ROWS];	/* made on first use */
+	struct PgrplSlotSet *next;	/* in the free list */
+} PgrplSlotSet;
+
 typedef struct PgrplTarget
 {
 	Relation	rel;			/* the leaf partition */
 	ResultRelInfo *rri;
-	TupleTableSlot *slots[PGRPL_BATCH_ROWS];
+	PgrplSlotSet *set;
+	TupleTableSlot **slots;		/* set->slots */
 	int			nbuffered;
 	Size		bytes;
 	MemoryContext batchcxt;		/* the buffered tuples */
@@ -100,6 +115,10 @@ typedef struct PgrplWriter
 } PgrplWriter;
 
 static PgrplWriter writer;
+
+/* Slot sets not in use; they and their slots live in slot_cxt. */
+static PgrplSlotSet *free_slot_sets;
+static MemoryContext slot_cxt;
 
 /* Per session: the subscription and where its txn_ids stand. */
 static int32 writer_subid;
@@ -351,6 +370,75 @@ pgrpl_open_leaf(const char *base, int64 part, int natts)
 	return rel;
 }
 
+/* Do two descriptors lay out and deform rows the same way? */
+static bool
+pgrpl_same_layout(TupleDesc a, TupleDesc b)
+{
+	if (a->natts != b->natts)
+		return false;
+	for (int i = 0; i < a->natts; i++)
+	{
+		Form_pg_attribute x = TupleDescAttr(a, i);
+		Form_pg_attribute y = TupleDescAttr(b, i);
+
+		if (x->atttypid != y->atttypid || x->attlen != y->attlen ||
+			x->attbyval != y->attbyval || x->attalign != y->attalign ||
+			x->attisdropped != y->attisdropped)
+			return false;
+	}
+	return true;
+}
+
+/* A free slot set for rows of "desc", reused when one fits. */
+static PgrplSlotSet *
+pgrpl_slot_set_get(TupleDesc desc)
+{
+	PgrplSlotSet **prev = &free_slot_sets;
+	PgrplSlotSet *set;
+	MemoryContext oldcxt;
+
+	for (set = free_slot_sets; set != NULL; prev = &set->next, set = set->next)
+	{
+		if (pgrpl_same_layout(set->desc, desc))
+		{
+			*prev = set->next;
+			set->next = NULL;
+			return set;
+		}
+	}
+	if (slot_cxt == NULL)
+		slot_cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl slots",
+										 ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(slot_cxt);
+	set = palloc0(sizeof(PgrplSlotSet));
+	set->desc = CreateTupleDescCopy(desc);
+	MemoryContextSwitchTo(oldcxt);
+	return set;
+}
+
+/*
+ * Back to the free list, its slots empty.  A few sets suffice (two leaves
+ * per open partition); one of another layout is dropped.
+ */
+static void
+pgrpl_slot_set_put(PgrplSlotSet *set)
+{
+	int			n = 0;
+
+	for (PgrplSlotSet *s = free_slot_sets; s != NULL; s = s->next)
+		n++;
+	if (n >= 2 * PGRPL_MAX_OPEN_PARTS)
+	{
+		for (int i = 0; i < PGRPL_BATCH_ROWS && set->slots[i] != NULL; i++)
+			ExecDropSingleTupleTableSlot(set->slots[i]);
+		FreeTupleDesc(set->desc);
+		pfree(set);
+		return;
+	}
+	set->next = free_slot_sets;
+	free_slot_sets = set;
+}
+
 static void
 pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index rti)
 {
@@ -358,8 +446,8 @@ pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
 	ExecOpenIndices(t->rri, false);
-	for (int i = 0; i < PGRPL_BATCH_ROWS; i++)
-		t->slots[i] = NULL;		/* made on first use */
+	t->set = pgrpl_slot_set_get(RelationGetDescr(t->rel));
+	t->slots = t->set->slots;
 	t->nbuffered = 0;
 	t->bytes = 0;
 	t->batchcxt = AllocSetContextCreate(TopTransactionContext, "pgrpl batch",
@@ -391,8 +479,9 @@ pgrpl_target_close(PgrplTarget *t)
 {
 	pgrpl_target_flush(t);
 	ExecCloseIndices(t->rri);
-	for (int i = 0; i < PGRPL_BATCH_ROWS && t->slots[i] != NULL; i++)
-		ExecDropSingleTupleTableSlot(t->slots[i]);
+	pgrpl_slot_set_put(t->set);
+	t->set = NULL;
+	t->slots = NULL;
 	MemoryContextDelete(t->batchcxt);
 	table_close(t->rel, NoLock);
 }
@@ -480,6 +569,14 @@ pgrpl_writer_reset(void)
 {
 	writer.active = false;
 	writer.nleaves = 0;
+
+	/*
+	 * The slots of the targets that were open may still point to tuples of
+	 * the aborted transaction's memory: drop every set.
+	 */
+	free_slot_sets = NULL;
+	if (slot_cxt != NULL)
+		MemoryContextReset(slot_cxt);
 }
 
 bool
@@ -495,12 +592,11 @@ pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
 	HeapTuple	tuple;
 	TupleTableSlot *slot;
 
-	/* Slots live as long as the local transaction, like the writer. */
+	/* Slots live in their set, for the session (see PgrplSlotSet). */
 	if (t->slots[t->nbuffered] == NULL)
 	{
-		oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-		t->slots[t->nbuffered] =
-			MakeTupleTableSlot(RelationGetDescr(t->rel), &TTSOpsHeapTuple);
+		oldcxt = MemoryContextSwitchTo(slot_cxt);
+		t->slots[t->nbuffered] = MakeTupleTableSlot(t->set->desc, &TTSOpsHeapTuple);
 		MemoryContextSwitchTo(oldcxt);
 	}
 	slot = t->slots[t->nbuffered];
