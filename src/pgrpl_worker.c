@@ -74,6 +74,14 @@
 #define PGRPL_LINGER_MS			1L
 #define PGRPL_LINGER_MAX_AGE_MS	50
 
+/*
+ * After a drain of fewer than PGRPL_NAP_BELOW_MSGS messages in the middle
+ * of a transaction or group, sleep PGRPL_NAP_US before looking again (see
+ * the apply loop).
+ */
+#define PGRPL_NAP_BELOW_MSGS	512
+#define PGRPL_NAP_US			500L
+
 /* How often the drain loop considers sending a status update. */
 #define PGRPL_STATUS_CHECK_MSGS	1024
 /* How often (messages) a busy stream checks whether a chunk is due. */
@@ -792,6 +800,24 @@ pgrpl_apply_loop(void)
 		}
 		if (done)
 			break;
+
+		/*
+		 * The socket ran dry after a short drain, in the middle of a remote
+		 * transaction or of a group: the primary sends slower than we
+		 * write, so more is on its way.  Waiting on the socket would wake
+		 * us for every message the walsender sends (it sends each one on
+		 * its own), two context switches per message on both sides, which
+		 * made a worker that keeps up slower than one that lags.  Sleep a
+		 * moment instead and take what piled up in one go; a longer drain
+		 * means the socket's buffer may soon be full, so then no nap.
+		 */
+		if (nmsgs > 0 && nmsgs < PGRPL_NAP_BELOW_MSGS &&
+			(W.cap.active || W.local_open) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
+			!pgrpl_worker_peek_restart())
+		{
+			pg_usleep(PGRPL_NAP_US);
+			continue;
+		}
 
 		/*
 		 * Nothing more is waiting: make the group visible now, unless more
