@@ -178,19 +178,6 @@ pgrpl_result_text(TupleTableSlot *slot, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
-static void
-pgrpl_remote_command(const char *sql, const char *what)
-{
-	WalRcvExecResult *res = walrcv_exec(S.conn, sql, 0, NULL);
-
-	if (res->status != WALRCV_OK_COMMAND && res->status != WALRCV_OK_TUPLES)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not %s on the primary: %s", what,
-						res->err ? res->err : "unexpected result")));
-	walrcv_clear_result(res);
-}
-
 /* Parse "{a,b}" into its elements. */
 static char **
 pgrpl_parse_text_array(const char *literal, int *n)
@@ -576,9 +563,9 @@ pgrpl_snapshot_connect(void)
 	MemoryContextSwitchTo(old);
 	S.server_version = walrcv_server_version(S.conn);
 	/* Values as the stream gives them (see pgrpl_stream_start). */
-	pgrpl_remote_command("SET TimeZone TO 'UTC'", "set the time zone of the snapshot connection");
+	pgrpl_remote_command(S.conn, "SET TimeZone TO 'UTC'", "set the time zone of the snapshot connection");
 	/* A watermark need not wait for a synchronous standby. */
-	pgrpl_remote_command("SET synchronous_commit TO local", "set synchronous_commit of the snapshot connection");
+	pgrpl_remote_command(S.conn, "SET synchronous_commit TO local", "set synchronous_commit of the snapshot connection");
 }
 
 /* The SELECT of the next chunk. */
@@ -669,7 +656,7 @@ pgrpl_snapshot_read_chunk(void)
 
 	MemoryContextReset(S.chunkcxt);
 	S.nrows = 0;
-	pgrpl_remote_command("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
+	pgrpl_remote_command(S.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
 	res = pgrpl_remote_query(S.conn,
 							 v13 ?
 							 "SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text,"
@@ -712,7 +699,7 @@ pgrpl_snapshot_read_chunk(void)
 	MemoryContextSwitchTo(old);
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
-	pgrpl_remote_command("COMMIT", "end the snapshot transaction");
+	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 }
 
 /* Put the chunk's watermark into the stream. */

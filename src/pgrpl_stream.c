@@ -321,7 +321,6 @@ void
 pgrpl_sync_slot_failover(WalReceiverConn *conn, const char *slotname, bool failover)
 {
 	char	   *cmd;
-	WalRcvExecResult *res;
 
 	if (failover)
 		pgrpl_check_failover_supported(conn);
@@ -329,13 +328,8 @@ pgrpl_sync_slot_failover(WalReceiverConn *conn, const char *slotname, bool failo
 		return;
 	cmd = psprintf("ALTER_REPLICATION_SLOT %s ( FAILOVER %s )",
 				   quote_identifier(slotname), failover ? "true" : "false");
-	res = walrcv_exec(conn, cmd, 0, NULL);
-	if (res->status != WALRCV_OK_COMMAND)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not alter replication slot \"%s\" on the primary: %s",
-						slotname, res->err ? res->err : "unexpected result")));
-	walrcv_clear_result(res);
+	pgrpl_remote_command(conn, cmd,
+						 psprintf("alter replication slot \"%s\"", slotname));
 	pfree(cmd);
 }
 
@@ -345,13 +339,27 @@ pgrpl_drop_remote_slot(WalReceiverConn *conn, const char *slotname)
 {
 	char	   *cmd = psprintf("DROP_REPLICATION_SLOT %s WAIT",
 							   quote_identifier(slotname));
+
+	pgrpl_remote_command(conn, cmd,
+						 psprintf("drop replication slot \"%s\"", slotname));
+}
+
+/*
+ * Run a command, or a query returning no columns, on the primary (outside
+ * a transaction: a result with columns would need the catalogs for its
+ * descriptor); "what" completes the error message "could not <what> on the
+ * primary".
+ */
+void
+pgrpl_remote_command(WalReceiverConn *conn, const char *cmd, const char *what)
+{
 	WalRcvExecResult *res = walrcv_exec(conn, cmd, 0, NULL);
 
-	if (res->status != WALRCV_OK_COMMAND)
+	if (res->status != WALRCV_OK_COMMAND && res->status != WALRCV_OK_TUPLES)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not drop replication slot \"%s\" on the primary: %s",
-						slotname, res->err ? res->err : "unexpected result")));
+				 errmsg("could not %s on the primary: %s", what,
+						res->err ? res->err : "unexpected result")));
 	walrcv_clear_result(res);
 }
 
@@ -462,13 +470,27 @@ pgrpl_stream_start(WalReceiverConn *conn, const char *slotname,
 	 * form to_jsonb() gives with TimeZone UTC, and pgrpl_json.c can convert
 	 * them without parsing.
 	 */
-	res = walrcv_exec(conn, "SET TimeZone TO 'UTC'", 0, NULL);
-	if (res->status != WALRCV_OK_COMMAND)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not set the time zone of the replication connection: %s",
-						res->err ? res->err : "unexpected result")));
-	walrcv_clear_result(res);
+	pgrpl_remote_command(conn, "SET TimeZone TO 'UTC'",
+						 "set the time zone of the replication connection");
+
+	/*
+	 * Stream large transactions early.  A transaction larger than the
+	 * walsender's logical_decoding_work_mem is streamed while it is still
+	 * being decoded; a smaller one arrives only after its commit has been
+	 * decoded, and then decoding waits for us.  pgrpl writes streamed rows
+	 * as they arrive and makes them visible at STREAM COMMIT at a cost
+	 * independent of their number, so streaming from a few megabytes on
+	 * lets the primary decode while we write, instead of one after the
+	 * other (and spares the primary's spill files).  A value set on the
+	 * primary or in the conninfo's options is left alone.
+	 */
+	if (proto->streaming)
+		pgrpl_remote_command(conn,
+							 "SELECT FROM pg_catalog.pg_settings WHERE CASE "
+							 "WHEN name = 'logical_decoding_work_mem' AND source = 'default' "
+							 "THEN pg_catalog.set_config('logical_decoding_work_mem', '"
+							 PGRPL_DECODING_WORK_MEM "', false) IS NOT NULL ELSE false END",
+							 "set logical_decoding_work_mem of the replication connection");
 
 	cmd = psprintf("START_REPLICATION SLOT %s LOGICAL %X/%X "
 				   "(proto_version '%d', publication_names %s%s%s%s%s)",

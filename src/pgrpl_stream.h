@@ -48,7 +48,15 @@ typedef struct PgrplProtocol
 extern void pgrpl_protocol_choose(int server_version, bool streaming,
 								  bool two_phase, bool origin_none,
 								  PgrplProtocol *proto);
+/*
+ * logical_decoding_work_mem of pgrpl's walsender when streaming (unless set
+ * on the primary or in the conninfo): see pgrpl_stream_start.
+ */
+#define PGRPL_DECODING_WORK_MEM "4MB"
+
 extern void pgrpl_stream_load(void);
+extern void pgrpl_remote_command(WalReceiverConn *conn, const char *cmd,
+								 const char *what);
 extern void pgrpl_check_conninfo(const char *conninfo);
 extern char *pgrpl_mask_conninfo_str(const char *conninfo);
 extern WalReceiverConn *pgrpl_stream_try_connect(const char *conninfo,

@@ -11,6 +11,9 @@
 #     transaction is captured exactly once, nothing half-written remains.
 #  4. The primary crashes in the middle of a streamed transaction: the
 #     worker reconnects, the unfinished stream leaves nothing behind.
+#  5. On a primary that leaves logical_decoding_work_mem at its default
+#     (64MB), pgrpl's walsender streams from 4MB on; a value in the
+#     conninfo's options is kept.
 use strict;
 use warnings;
 
@@ -238,5 +241,41 @@ is( $sub->safe_psql(
 		q{SELECT md5(string_agg(r::text, ',' ORDER BY (r->>'id')::bigint))
 		    FROM pgrpl.table_as_of('s', 'public.t') r}),
 	$table, 'table_as_of equals the primary');
+
+# ------------------------- 5. logical_decoding_work_mem of the walsender --
+
+my $plain = pgrpl_init_primary('plain');
+my $plain_conn = pgrpl_sub_connstr($plain);
+$plain->safe_psql(
+	'postgres', q{
+	CREATE TABLE public.w (id bigint PRIMARY KEY, v text);
+	CREATE PUBLICATION pub FOR TABLE public.w;
+});
+$sub->safe_psql(
+	'postgres', qq{
+	SELECT pgrpl.create_subscription('d', '$plain_conn', ARRAY['pub'], copy_data => false);
+	SELECT pgrpl.create_subscription('k',
+	    '$plain_conn options=''-c logical_decoding_work_mem=64MB''', ARRAY['pub'], copy_data => false);
+});
+pgrpl_wait_state($sub, $_, 'streaming') for qw(d k);
+# About 15MB of decoded changes: more than 4MB, less than 64MB.
+$plain->safe_psql('postgres',
+	q{INSERT INTO public.w SELECT g, repeat('w', 100) FROM generate_series(1, 60000) g});
+my $plain_lsn = pgrpl_primary_lsn($plain);
+pgrpl_wait_lsn($sub, $_, $plain_lsn) for qw(d k);
+ok( $plain->poll_query_until(
+		'postgres',
+		q{SELECT count(*) = 2 FROM pg_stat_replication_slots WHERE slot_name IN ('d', 'k') AND total_txns > 0}),
+	'both slots decoded the transaction');
+is( $plain->safe_psql(
+		'postgres',
+		q{SELECT string_agg(slot_name || ':' || (stream_txns > 0) || ',' || (spill_txns > 0), ' ' ORDER BY slot_name)
+		    FROM pg_stat_replication_slots WHERE slot_name IN ('d', 'k')}),
+	'd:true,false k:false,false',
+	'streamed from 4MB on by default, not with 64MB from the conninfo');
+is( $sub->safe_psql(
+		'postgres',
+		q{SELECT (SELECT count(*) FROM pgrpl.changes('d')) || ',' || (SELECT count(*) FROM pgrpl.changes('k'))}),
+	'60000,60000', 'both captured the transaction whole');
 
 done_testing();
