@@ -36,7 +36,7 @@ INSERT INTO sn_t SELECT g, 'row ' || g, g / 7.0, '2024-01-01 00:00:00+00'::times
 -- Composite key, quoted names, unicode.
 CREATE TABLE "Sn Two" ("Kä" text, k2 int, "Wert" text, PRIMARY KEY ("Kä", k2));
 INSERT INTO "Sn Two" VALUES ('ä', 1, 'eins'), ('ä', 2, 'zwei'), ('b', 1, '☃'), ('a''b', 3, NULL);
--- No key to copy by.
+-- No key (copied whole: see sn_k below).
 CREATE TABLE sn_nokey (v text);
 INSERT INTO sn_nokey VALUES ('x');
 ALTER TABLE sn_nokey REPLICA IDENTITY FULL;
@@ -97,10 +97,71 @@ SELECT pgrpl.create_subscription('sn_f', public.loopback_conninfo(), ARRAY['sn_f
 SELECT public.wait_snapshot('sn_f');
 SELECT new FROM pgrpl.changes('sn_f') ORDER BY (new->>'id')::int;
 
+-- Partitioned tables, as the publication publishes them: through the root
+-- (publish_via_partition_root), or leaf by leaf.
+CREATE TABLE sn_p (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE sn_p1 PARTITION OF sn_p FOR VALUES FROM (0) TO (15000);
+CREATE TABLE sn_p2 PARTITION OF sn_p FOR VALUES FROM (15000) TO (30000);
+INSERT INTO sn_p SELECT g, 'p' || g FROM generate_series(1, 25000) g;
+CREATE PUBLICATION sn_proot FOR TABLE sn_p WITH (publish_via_partition_root = true);
+CREATE PUBLICATION sn_pleaf FOR TABLE sn_p WITH (publish_via_partition_root = false);
+SELECT pgrpl.create_subscription('sn_root', public.loopback_conninfo(), ARRAY['sn_proot']) IS NOT NULL AS created;
+SELECT pgrpl.create_subscription('sn_leaf', public.loopback_conninfo(), ARRAY['sn_pleaf']) IS NOT NULL AS created;
+SELECT public.wait_snapshot('sn_root'), public.wait_snapshot('sn_leaf');
+SELECT subscription, relation, state, rows_copied, chunks FROM pgrpl.stat_snapshot
+ WHERE subscription IN ('sn_root', 'sn_leaf') ORDER BY 1, 2;
+-- Then changes, one moving a row to the other partition.
+UPDATE sn_p SET id = 29999 WHERE id = 3;
+UPDATE sn_p SET v = 'changed' WHERE id = 20000;
+DELETE FROM sn_p WHERE id = 4;
+SELECT public.wait_sub('sn_root'), public.wait_sub('sn_leaf');
+SELECT * FROM public.same_as_primary('sn_root', 'sn_p');
+SELECT * FROM public.same_as_primary('sn_leaf', 'sn_p1');
+SELECT * FROM public.same_as_primary('sn_leaf', 'sn_p2');
+SELECT op, schema_name, table_name, new->>'id' AS id FROM pgrpl.changes('sn_leaf')
+ WHERE op <> 'SNAPSHOT' ORDER BY commit_lsn, seq;
+
+-- No key: the table is one chunk, read under one snapshot in pieces (by
+-- ctid, 1024 blocks and at most 10000 rows or 16MB each), spooled, and
+-- written at its one watermark.  With REPLICA IDENTITY FULL, table_as_of
+-- rebuilds it; without, the rows are there but table_as_of refuses, as it
+-- does for such tables' streamed changes.
+CREATE TABLE sn_k (a int, b text);
+INSERT INTO sn_k SELECT g % 1000, repeat('k', 50) || g FROM generate_series(1, 150000) g;
+ALTER TABLE sn_k REPLICA IDENTITY FULL;
+CREATE TABLE sn_k2 (v text);
+INSERT INTO sn_k2 VALUES ('one'), ('two');
+CREATE PUBLICATION sn_kpub FOR TABLE sn_k, sn_k2;
+SELECT pgrpl.create_subscription('sn_k', public.loopback_conninfo(), ARRAY['sn_kpub']) IS NOT NULL AS created;
+SELECT public.wait_snapshot('sn_k');
+SELECT relation, state, rows_copied, chunks, last_error FROM pgrpl.stat_snapshot
+ WHERE subscription = 'sn_k' ORDER BY relation;
+SELECT * FROM public.same_as_primary('sn_k', 'sn_k');
+UPDATE sn_k SET b = 'changed ' || b WHERE a = 5;
+DELETE FROM sn_k WHERE a = 6;
+INSERT INTO sn_k2 VALUES ('three');
+SELECT public.wait_sub('sn_k');
+SELECT * FROM public.same_as_primary('sn_k', 'sn_k');
+SELECT op, new->>'v' AS v FROM pgrpl.changes('sn_k', relation => 'sn_k2') ORDER BY commit_lsn, seq;
+SELECT count(*) FROM pgrpl.table_as_of('sn_k', 'sn_k2');
+
+-- Wide rows: a chunk stops once its values take 16MB (plus its last row).
+CREATE TABLE sn_w (id int PRIMARY KEY, v text);
+INSERT INTO sn_w SELECT g, repeat(chr(96 + g), 6000000) FROM generate_series(1, 5) g;
+CREATE PUBLICATION sn_wpub FOR TABLE sn_w;
+SELECT pgrpl.create_subscription('sn_w', public.loopback_conninfo(), ARRAY['sn_wpub']) IS NOT NULL AS created;
+SELECT public.wait_snapshot('sn_w');
+SELECT relation, state, rows_copied, chunks FROM pgrpl.stat_snapshot WHERE subscription = 'sn_w';
+SELECT * FROM public.same_as_primary('sn_w', 'sn_w');
+
 SELECT pgrpl.drop_subscription('sn');
 SELECT pgrpl.drop_subscription('sn_nocopy');
 SELECT pgrpl.drop_subscription('sn_f');
+SELECT pgrpl.drop_subscription('sn_root');
+SELECT pgrpl.drop_subscription('sn_leaf');
+SELECT pgrpl.drop_subscription('sn_w');
+SELECT pgrpl.drop_subscription('sn_k');
 SELECT count(*) AS snapshot_rows_left FROM pgrpl.snapshot;
-DROP PUBLICATION sn_pub, sn_fpub;
-DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f;
+DROP PUBLICATION sn_pub, sn_fpub, sn_proot, sn_pleaf, sn_wpub, sn_kpub;
+DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2;
 DROP FUNCTION public.wait_snapshot(text), public.same_as_primary(text, regclass);

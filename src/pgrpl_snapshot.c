@@ -42,8 +42,10 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "pgrpl_capture.h"
 #include "pgrpl_snapshot.h"
@@ -52,6 +54,8 @@
 
 /* How long a chunk waits after a committed-but-invisible transaction. */
 #define PGRPL_SNAPSHOT_HAZARD_RETRY_MS	100
+/* Heap blocks a step reads of a table without a key (8MB). */
+#define PGRPL_KEYLESS_BLOCKS	1024
 /* How many of the last commits received are remembered (see below). */
 #define PGRPL_SNAPSHOT_RECENT_COMMITS 4096
 /* How often a busy stream stops for the next chunk. */
@@ -81,6 +85,16 @@ typedef struct PgrplSnapTable
 	char	  **page_types;
 	char	  **last_page;		/* values after the last finished chunk, or NULL */
 	int64		chunks;
+	/*
+	 * No key to page by: the whole table is one chunk, read under one
+	 * snapshot in pieces of PGRPL_KEYLESS_BLOCKS blocks (paged by ctid,
+	 * stable within a snapshot) and spooled to a local temporary file
+	 * until its one watermark arrives.  [range_from, range_to) are the
+	 * blocks of the piece being read.
+	 */
+	bool		keyless;
+	BlockNumber range_from;
+	BlockNumber range_to;
 } PgrplSnapTable;
 
 typedef struct PgrplChunkRow
@@ -123,12 +137,23 @@ static struct
 	int			maxwindow;
 	TransactionId *window;
 	int			nrows;
+	bool		chunk_is_last;	/* the chunk reaches the table's end */
 	PgrplChunkRow *rows;
+
+	/* A keyless table being read (its remote transaction open) and spooled. */
+	bool		reading;
+	BlockNumber nblocks;
+	Tuplestorestate *spool;		/* row_key, new_row */
+	TupleDesc	spool_desc;
+	TupleTableSlot *spool_slot;
 
 	/* The xids of the last commits received, a ring. */
 	TransactionId recent[PGRPL_SNAPSHOT_RECENT_COMMITS];
 	uint64		nrecent;
 }			S;
+
+static bool pgrpl_snapshot_missed_commit(void);
+static void pgrpl_snapshot_emit_watermark(void);
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -333,13 +358,21 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
 
-	if (page == NULL)
+	if (page == NULL && t->relkind == 'p')
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("table \"%s.%s\" on the primary has no key to copy it by", schema_name, table_name),
-				 errdetail("pgrpl copies a table in chunks ordered by its replica identity index or primary key."),
-				 errhint("Give the table a primary key, or copy it with copy_data => false and without a snapshot.")));
-	t->page_names = pgrpl_parse_text_array(page, &t->npage);
+				 errmsg("partitioned table \"%s.%s\" on the primary has no key to copy it by", schema_name, table_name),
+				 errdetail("pgrpl copies a partitioned table through its root in chunks ordered by its replica identity index or primary key."),
+				 errhint("Give the table a primary key, or publish its partitions without publish_via_partition_root.")));
+	t->keyless = (page == NULL);
+	if (t->keyless)
+	{
+		t->npage = 1;
+		t->page_names = palloc(sizeof(char *));
+		t->page_names[0] = "ctid";
+	}
+	else
+		t->page_names = pgrpl_parse_text_array(page, &t->npage);
 
 	/* The columns, in attribute order, with what a RELATION message says. */
 	sql = psprintf("SELECT a.attname::pg_catalog.text,"
@@ -398,7 +431,9 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 			}
 			t->names[i] = lfirst(l1);
 			t->types[i] = lfirst(l2);
-			t->is_key[i] = (t->replident != 'n' && strcmp((char *) lfirst(l3), "true") == 0);
+			/* NULL: no replica identity index (and not FULL) */
+			t->is_key[i] = (t->replident != 'n' && lfirst(l3) != NULL &&
+							strcmp((char *) lfirst(l3), "true") == 0);
 			i++;
 		}
 		t->natts = i;
@@ -414,6 +449,11 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 
 	/* The paging columns' types (they need not be published). */
 	t->page_types = palloc(sizeof(char *) * t->npage);
+	if (t->keyless)
+	{
+		t->page_types[0] = "pg_catalog.tid";
+		return t;
+	}
 	for (int k = 0; k < t->npage; k++)
 	{
 		t->page_types[k] = NULL;
@@ -568,18 +608,109 @@ pgrpl_snapshot_connect(void)
 	pgrpl_remote_command(S.conn, "SET synchronous_commit TO local", "set synchronous_commit of the snapshot connection");
 }
 
-/* The SELECT of the next chunk. */
+/* "t.a, t.b": the paging key, in the chunks' order. */
 static char *
-pgrpl_chunk_sql(PgrplSnapTable *t)
+pgrpl_chunk_order(PgrplSnapTable *t)
 {
-	StringInfoData sql;
 	StringInfoData order;
 
-	initStringInfo(&sql);
 	initStringInfo(&order);
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&order, "%st.%s", k > 0 ? ", " : "", quote_identifier(t->page_names[k]));
+	return order.data;
+}
 
+/* " AND ROW(t.a, t.b) <op> ROW(<values>)", the values cast to the key's types. */
+static void
+pgrpl_append_key_bound(StringInfo sql, PgrplSnapTable *t, const char *op, char **values)
+{
+	appendStringInfo(sql, " AND ROW(%s) OPERATOR(pg_catalog.%s) ROW(", pgrpl_chunk_order(t), op);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(sql, "%sCAST(%s AS %s)", k > 0 ? ", " : "",
+						 quote_literal_cstr(values[k]), t->page_types[k]);
+	appendStringInfoChar(sql, ')');
+}
+
+/*
+ * " FROM <table> t WHERE ...": the rows after the last finished chunk that
+ * the publication's row filter lets through.
+ */
+static void
+pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t)
+{
+	appendStringInfo(sql, " FROM %s%s.%s t WHERE true",
+					 t->relkind == 'p' ? "" : "ONLY ",
+					 quote_identifier(t->schema_name), quote_identifier(t->table_name));
+	if (t->row_filter)
+		appendStringInfo(sql, " AND (%s)", t->row_filter);
+	if (t->keyless)
+		appendStringInfo(sql, " AND t.ctid OPERATOR(pg_catalog.>=) '(%u,0)'::pg_catalog.tid"
+						 " AND t.ctid OPERATOR(pg_catalog.<) '(%u,0)'::pg_catalog.tid",
+						 t->range_from, t->range_to);
+	if (t->last_page)
+		pgrpl_append_key_bound(sql, t, ">", t->last_page);
+}
+
+/*
+ * Where the next chunk ends: the last key of at most
+ * PGRPL_SNAPSHOT_CHUNK_ROWS rows whose values, before the last one, take
+ * less than PGRPL_SNAPSHOT_CHUNK_BYTES (so at least one row), and whether
+ * that is the end of the table.  A chunk is held in memory several times
+ * over (the connection's result, its copy, the rows being written): with
+ * values of 100MB it must be a row or two, not ten thousand, and the rows
+ * before it say nothing about that.  The sizes come from the values'
+ * headers, nothing is detoasted: octet_length() of text and bytea is their
+ * uncompressed size, pg_column_size() of other types their stored one.
+ */
+static char *
+pgrpl_chunk_probe_sql(PgrplSnapTable *t)
+{
+	StringInfoData sql;
+	StringInfoData keys;
+
+	initStringInfo(&sql);
+	initStringInfo(&keys);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&keys, "%ss.k%d", k > 0 ? ", " : "", k);
+
+	appendStringInfo(&sql, "SELECT x.p, (x.rn OPERATOR(pg_catalog.=) x.cnt"
+					 " AND x.cnt OPERATOR(pg_catalog.<) %d)::pg_catalog.text FROM ("
+					 " SELECT s.p, s.sz, pg_catalog.row_number() OVER w AS rn,"
+					 " pg_catalog.count(*) OVER () AS cnt, pg_catalog.sum(s.sz) OVER w AS cum FROM ("
+					 " SELECT ARRAY[", PGRPL_SNAPSHOT_CHUNK_ROWS);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
+						 quote_identifier(t->page_names[k]));
+	appendStringInfoString(&sql, "]::pg_catalog.text AS p");
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
+	appendStringInfoString(&sql, ", 0::pg_catalog.int8");
+	for (int i = 0; i < t->natts; i++)
+	{
+		const char *type = t->types[i];
+		bool		raw = strcmp(type, "text") == 0 || strcmp(type, "bytea") == 0 ||
+			strcmp(type, "character varying") == 0 || strcmp(type, "character") == 0;
+
+		appendStringInfo(&sql, " OPERATOR(pg_catalog.+) COALESCE(pg_catalog.%s(t.%s), 0)",
+						 raw ? "octet_length" : "pg_column_size", quote_identifier(t->names[i]));
+	}
+	appendStringInfoString(&sql, " AS sz");
+	pgrpl_append_chunk_from(&sql, t);
+	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
+					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d"
+					 " ORDER BY x.rn DESC LIMIT 1",
+					 pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS, keys.data,
+					 PGRPL_SNAPSHOT_CHUNK_BYTES);
+	return sql.data;
+}
+
+/* The SELECT of the next chunk, up to and including key "last". */
+static char *
+pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ARRAY[");
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
@@ -592,21 +723,11 @@ pgrpl_chunk_sql(PgrplSnapTable *t)
 						 t->key_literal);
 	else
 		appendStringInfoString(&sql, "NULL::pg_catalog.text, ");
-	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.-) %s)::pg_catalog.text"
-					 " FROM %s%s.%s t WHERE true",
-					 t->drop_literal, t->relkind == 'p' ? "" : "ONLY ",
-					 quote_identifier(t->schema_name), quote_identifier(t->table_name));
-	if (t->row_filter)
-		appendStringInfo(&sql, " AND (%s)", t->row_filter);
-	if (t->last_page)
-	{
-		appendStringInfo(&sql, " AND ROW(%s) OPERATOR(pg_catalog.>) ROW(", order.data);
-		for (int k = 0; k < t->npage; k++)
-			appendStringInfo(&sql, "%sCAST(%s AS %s)", k > 0 ? ", " : "",
-							 quote_literal_cstr(t->last_page[k]), t->page_types[k]);
-		appendStringInfoChar(&sql, ')');
-	}
-	appendStringInfo(&sql, " ORDER BY %s LIMIT %d", order.data, PGRPL_SNAPSHOT_CHUNK_ROWS);
+	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.-) %s)::pg_catalog.text",
+					 t->drop_literal);
+	pgrpl_append_chunk_from(&sql, t);
+	pgrpl_append_key_bound(&sql, t, "<=", last);
+	appendStringInfo(&sql, " ORDER BY %s LIMIT %d", pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS);
 	return sql.data;
 }
 
@@ -641,9 +762,12 @@ pgrpl_parse_snapshot(const char *snap)
 	}
 }
 
-/* Read the next chunk of S.table, with its snapshot. */
+/*
+ * Start the remote REPEATABLE READ transaction a chunk (or a keyless
+ * table) is read in, and take its snapshot S.
+ */
 static void
-pgrpl_snapshot_read_chunk(void)
+pgrpl_snapshot_begin_read(void)
 {
 	bool		v13 = S.server_version >= 130000;
 	WalRcvExecResult *res;
@@ -651,11 +775,10 @@ pgrpl_snapshot_read_chunk(void)
 	char	   *snap;
 	char	   *committed;
 	char	  **items;
-	MemoryContext old;
-	int			cap = 256;
 
 	MemoryContextReset(S.chunkcxt);
 	S.nrows = 0;
+	S.chunk_is_last = true;
 	pgrpl_remote_command(S.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
 	res = pgrpl_remote_query(S.conn,
 							 v13 ?
@@ -679,27 +802,216 @@ pgrpl_snapshot_read_chunk(void)
 	for (int i = 0; i < S.ncommitted; i++)
 		S.committed[i] = strtou64(items[i], NULL, 10);
 	S.nwindow = 0;
+}
 
-	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table), 3, "read rows to copy");
+/*
+ * Read the rows of the next chunk (of a keyless table: of the next piece
+ * of its block range) in the open remote transaction: into S.rows, or
+ * appended to the spool.  False if there are none.
+ */
+static bool
+pgrpl_snapshot_read_rows(void)
+{
+	WalRcvExecResult *res;
+	TupleTableSlot *slot;
+	MemoryContext old;
+	int			cap = 256;
+	char	  **last = NULL;
+	bool		is_end = true;
+
+	/* Where the chunk ends (nothing: no rows left). */
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_probe_sql(S.table), 2,
+							 "find the end of the next chunk to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
-	old = MemoryContextSwitchTo(S.chunkcxt);
-	S.rows = palloc(sizeof(PgrplChunkRow) * cap);
-	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+	if (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
 	{
-		if (S.nrows == cap)
-		{
-			cap *= 2;
-			S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
-		}
-		S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
-		S.rows[S.nrows].row_key = pgrpl_canonical_jsonb(pgrpl_result_text(slot, 2));
-		S.rows[S.nrows].new_row = pgrpl_result_text(slot, 3);
-		S.nrows++;
+		int			n;
+
+		old = MemoryContextSwitchTo(S.cxt);
+		last = pgrpl_parse_text_array(pgrpl_result_text(slot, 1), &n);
+		MemoryContextSwitchTo(old);
+		is_end = strcmp(pgrpl_result_text(slot, 2), "true") == 0;
+		if (n != S.table->npage)
+			elog(ERROR, "unexpected key of a chunk to copy");
 	}
-	MemoryContextSwitchTo(old);
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
+	if (last == NULL)
+		return false;
+
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, last), 3, "read rows to copy");
+	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+	if (S.table->keyless)
+	{
+		/* The piece ends at "last", or the range is done. */
+		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+		{
+			Datum		values[2];
+			bool		nulls[2];
+			char	   *key = pgrpl_canonical_jsonb(pgrpl_result_text(slot, 2));
+
+			nulls[0] = (key == NULL);
+			values[0] = key ? CStringGetTextDatum(key) : (Datum) 0;
+			nulls[1] = false;
+			values[1] = CStringGetTextDatum(pgrpl_result_text(slot, 3));
+			tuplestore_putvalues(S.spool, S.spool_desc, values, nulls);
+			S.nrows++;
+		}
+		S.table->last_page = is_end ? NULL : last;
+		if (is_end)
+			S.table->range_from = S.table->range_to;
+	}
+	else
+	{
+		S.chunk_is_last = is_end;
+		old = MemoryContextSwitchTo(S.chunkcxt);
+		S.rows = palloc(sizeof(PgrplChunkRow) * cap);
+		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+		{
+			if (S.nrows == cap)
+			{
+				cap *= 2;
+				S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
+			}
+			S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
+			S.rows[S.nrows].row_key = pgrpl_canonical_jsonb(pgrpl_result_text(slot, 2));
+			S.rows[S.nrows].new_row = pgrpl_result_text(slot, 3);
+			S.nrows++;
+		}
+		MemoryContextSwitchTo(old);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	walrcv_clear_result(res);
+	return true;
+}
+
+/* Read the next chunk of S.table, with its snapshot. */
+static void
+pgrpl_snapshot_read_chunk(void)
+{
+	pgrpl_snapshot_begin_read();
+	(void) pgrpl_snapshot_read_rows();
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+}
+
+/* ---------------------------------------------------------------------
+ * Tables without a key
+ * --------------------------------------------------------------------- */
+
+/* Forget the spool of a keyless table (its temporary file too). */
+static void
+pgrpl_spool_end(void)
+{
+	if (S.spool != NULL)
+		tuplestore_end(S.spool);
+	S.spool = NULL;
+	S.reading = false;
+}
+
+/*
+ * Begin the spool: in TopMemoryContext, its file kept across the local
+ * transactions until the watermark arrives (interXact).
+ */
+static void
+pgrpl_spool_begin(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	pgrpl_spool_end();
+	if (S.spool_desc == NULL)
+	{
+		S.spool_desc = CreateTemplateTupleDesc(2);
+		TupleDescInitBuiltinEntry(S.spool_desc, 1, "row_key", TEXTOID, -1, 0);
+		TupleDescInitBuiltinEntry(S.spool_desc, 2, "new_row", TEXTOID, -1, 0);
+		S.spool_slot = MakeSingleTupleTableSlot(S.spool_desc, &TTSOpsMinimalTuple);
+	}
+	/*
+	 * The spool outlives the step's transaction: its files must not be
+	 * tied to that transaction's resource owner (nor remember it).
+	 */
+	{
+		ResourceOwner owner = CurrentResourceOwner;
+
+		CurrentResourceOwner = NULL;
+		S.spool = tuplestore_begin_heap(false, true, work_mem);
+		CurrentResourceOwner = owner;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * One step of copying a table without a key.  Its rows can be told apart
+ * by nothing but their place, which is stable only within one snapshot:
+ * the whole table is one chunk, read under one snapshot (the remote
+ * transaction stays open across steps, streaming goes on between them)
+ * a piece of at most PGRPL_KEYLESS_BLOCKS blocks (and a chunk's rows and
+ * bytes) per step, spooled here, and written at its one watermark.  It
+ * cannot resume: after a crash the copy starts over (nothing of it was
+ * written before its watermark).
+ */
+static void
+pgrpl_snapshot_step_keyless(XLogRecPtr received)
+{
+	PgrplSnapTable *t = S.table;
+
+	if (!S.reading)
+	{
+		WalRcvExecResult *res;
+		TupleTableSlot *slot;
+
+		S.received_before = received;
+		pgrpl_snapshot_begin_read();
+		if (pgrpl_snapshot_missed_commit())
+		{
+			pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+			S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+			return;
+		}
+		/* Blocks added after S hold no row S sees. */
+		res = pgrpl_remote_query(S.conn,
+								 psprintf("SELECT (pg_catalog.pg_relation_size(%u)"
+										  " OPERATOR(pg_catalog./) pg_catalog.current_setting('block_size')::pg_catalog.int8)::pg_catalog.text",
+										  t->remote_oid),
+								 1, "read the size of the table to copy");
+		slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		if (!tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+			elog(ERROR, "no table size returned");
+		S.nblocks = (BlockNumber) strtoul(pgrpl_result_text(slot, 1), NULL, 10);
+		ExecDropSingleTupleTableSlot(slot);
+		walrcv_clear_result(res);
+		t->range_from = 0;
+		t->last_page = NULL;
+		pgrpl_spool_begin();
+		S.reading = true;
+		pgrpl_snapshot_record("c", NULL, 0, NULL);
+	}
+
+	if (t->range_from < S.nblocks)
+	{
+		t->range_to = Min(S.nblocks, t->range_from + PGRPL_KEYLESS_BLOCKS);
+		if (!pgrpl_snapshot_read_rows())
+		{
+			t->range_from = t->range_to;
+			t->last_page = NULL;
+		}
+		if (t->range_from < S.nblocks)
+			return;				/* more in the next step */
+	}
+
+	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+	S.reading = false;
+	S.chunk_is_last = true;
+	if (S.nrows == 0)
+	{
+		pgrpl_spool_end();
+		pgrpl_snapshot_record("d", NULL, 0, NULL);
+		S.table = NULL;
+		S.cur_schema = S.cur_table = NULL;
+		return;
+	}
+	pgrpl_snapshot_emit_watermark();
+	pgrpl_snapshot_record("c", NULL, 0, NULL);
 }
 
 /* Put the chunk's watermark into the stream. */
@@ -781,6 +1093,11 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 		}
 	}
 
+	if (S.table->keyless)
+	{
+		pgrpl_snapshot_step_keyless(received);
+		return;
+	}
 	S.received_before = received;
 	pgrpl_snapshot_read_chunk();
 	if (pgrpl_snapshot_missed_commit())
@@ -843,6 +1160,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			S.conn = NULL;
 		}
 		S.in_flight = false;
+		pgrpl_spool_end();
 		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													PGRPL_SNAPSHOT_ERROR_RETRY_MS);
 		if (S.cur_table != NULL)
@@ -984,6 +1302,8 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	int32		written = 0;
 	int			n;
 	char	  **page;
+	MemoryContext rowcxt;
+	MemoryContext old;
 
 	if (!S.in_flight || (int) strlen(S.watermark) != len ||
 		memcmp(S.watermark, content, len) != 0)
@@ -1003,6 +1323,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 			in_window = (S.window[j] == (TransactionId) S.committed[i]);
 		if (!in_window)
 		{
+			pgrpl_spool_end();
 			S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
 			return 0;			/* read again, a little later */
@@ -1010,7 +1331,10 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	}
 	stale = pgrpl_snapshot_stale_keys(&nstale, &truncated);
 	if (truncated)
+	{
+		pgrpl_spool_end();
 		return 0;				/* read again, after the TRUNCATE */
+	}
 
 	d.remote_oid = t->remote_oid;
 	d.schema_name = t->schema_name;
@@ -1023,14 +1347,39 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	d.first_lsn = lsn;
 	rel_id = pgrpl_writer_relation_id(&d);
 
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "pgrpl snapshot row",
+								   ALLOCSET_DEFAULT_SIZES);
+	if (t->keyless)
+		tuplestore_rescan(S.spool);
 	for (int i = 0; i < S.nrows; i++)
 	{
-		PgrplChunkRow *r = &S.rows[i];
+		PgrplChunkRow spooled;
+		PgrplChunkRow *r = &spooled;
 		PgrplChangeRow row = {0};
+
+		/* A keyless table's rows can be many: one at a time in memory. */
+		MemoryContextReset(rowcxt);
+		old = MemoryContextSwitchTo(rowcxt);
+		if (t->keyless)
+		{
+			bool		isnull;
+			Datum		d;
+
+			if (!tuplestore_gettupleslot(S.spool, true, false, S.spool_slot))
+				elog(ERROR, "spooled rows to copy are missing");
+			d = slot_getattr(S.spool_slot, 1, &isnull);
+			spooled.row_key = isnull ? NULL : TextDatumGetCString(d);
+			spooled.new_row = TextDatumGetCString(slot_getattr(S.spool_slot, 2, &isnull));
+		}
+		else
+			r = &S.rows[i];
 
 		if (r->row_key != NULL && nstale > 0 &&
 			bsearch(&r->row_key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
+		{
+			MemoryContextSwitchTo(old);
 			continue;
+		}
 		row.txn_id = txn_id;
 		row.seq = first_seq + written;
 		row.lsn = lsn;
@@ -1040,21 +1389,32 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		row.row_key = r->row_key ?
 			DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->row_key))) : NULL;
 		pgrpl_writer_insert_change(&row);
+		MemoryContextSwitchTo(old);
 		written++;
 	}
+	MemoryContextDelete(rowcxt);
 
 	ereport(DEBUG1,
 			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (%d stale keys); watermark arrived %ld ms after it was emitted",
 							 written, S.nrows, t->schema_name, t->table_name, nstale,
 							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
-	/* Where the next chunk starts; the last one is the one not full. */
-	pgrpl_snapshot_record(S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS ? "d" : "c",
+	if (t->keyless)
+	{
+		/* One chunk, not resumable: "{}" counts it and is no key. */
+		pgrpl_spool_end();
+		pgrpl_snapshot_record("d", "{}", written, NULL);
+		S.table = NULL;
+		S.cur_schema = S.cur_table = NULL;
+		return written;
+	}
+	/* Where the next chunk starts, unless this one reached the end. */
+	pgrpl_snapshot_record(S.chunk_is_last ? "d" : "c",
 						  S.rows[S.nrows - 1].page, written, NULL);
 	page = pgrpl_parse_text_array(S.rows[S.nrows - 1].page, &n);
 	t->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
 	for (int k = 0; k < n; k++)
 		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
-	if (S.nrows < PGRPL_SNAPSHOT_CHUNK_ROWS)
+	if (S.chunk_is_last)
 	{
 		S.table = NULL;
 		S.cur_schema = S.cur_table = NULL;
@@ -1099,6 +1459,7 @@ pgrpl_snapshot_session_end(void)
 		S.conn = NULL;
 	}
 	S.in_flight = false;
+	pgrpl_spool_end();
 	S.table = NULL;
 	S.cur_schema = S.cur_table = NULL;
 	S.sub = NULL;
@@ -1130,7 +1491,7 @@ void
 pgrpl_snapshot_note_commit(TransactionId xid)
 {
 	S.recent[S.nrecent++ % PGRPL_SNAPSHOT_RECENT_COMMITS] = xid;
-	if (!S.in_flight || S.ncommitted == 0)
+	if ((!S.in_flight && !S.reading) || S.ncommitted == 0)
 		return;					/* only needed to clear those */
 	if (S.nwindow == S.maxwindow)
 	{

@@ -20,8 +20,12 @@
 
 #include "pgrpl_catalog.h"
 
-/* Rows read per chunk. */
+/*
+ * A chunk reads at most PGRPL_SNAPSHOT_CHUNK_ROWS rows, and stops before the
+ * row that would take its values past PGRPL_SNAPSHOT_CHUNK_BYTES.
+ */
 #define PGRPL_SNAPSHOT_CHUNK_ROWS 10000
+#define PGRPL_SNAPSHOT_CHUNK_BYTES (16 * 1024 * 1024)
 
 /* The published tables of a primary, as "schema"."table" pairs. */
 typedef struct PgrplTableName
