@@ -81,6 +81,8 @@
  */
 #define PGRPL_NAP_BELOW_MSGS	512
 #define PGRPL_NAP_US			500L
+/* A group begun within this long after the previous commit is "busy". */
+#define PGRPL_BUSY_COMMIT_MS	5
 
 /* How often the drain loop considers sending a status update. */
 #define PGRPL_STATUS_CHECK_MSGS	1024
@@ -140,6 +142,7 @@ static struct
 	TimestampTz last_recv_time;
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
+	TimestampTz last_commit;	/* of the last group */
 	WaitEventSet *wait_set;		/* the session's socket and our latch */
 	pgsocket	wait_fd;		/* the socket in wait_set */
 	dlist_head	flush_map;
@@ -160,6 +163,7 @@ static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
 static bool pgrpl_linger(pgsocket fd);
+static bool pgrpl_group_busy(void);
 static void pgrpl_commit_local(void);
 static void pgrpl_begin_local(void);
 static void pgrpl_discard_open_streams(void);
@@ -809,10 +813,12 @@ pgrpl_apply_loop(void)
 		 * its own), two context switches per message on both sides, which
 		 * made a worker that keeps up slower than one that lags.  Sleep a
 		 * moment instead and take what piled up in one go; a longer drain
-		 * means the socket's buffer may soon be full, so then no nap.
+		 * means the socket's buffer may soon be full, so then no nap.  A
+		 * lone transaction (a group of one) is committed at once: on a
+		 * quiet stream the nap would only add to its latency.
 		 */
 		if (nmsgs > 0 && nmsgs < PGRPL_NAP_BELOW_MSGS &&
-			(W.cap.active || W.local_open) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
+			(W.cap.active || pgrpl_group_busy()) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
 			!pgrpl_worker_peek_restart())
 		{
 			pg_usleep(PGRPL_NAP_US);
@@ -914,20 +920,35 @@ pgrpl_wait_release(void)
 }
 
 /*
+ * Is the open group one of a busy stream: more than one remote unit, a
+ * streamed transaction's rows, or the previous group committed only a
+ * moment ago?  (Otherwise it is a transaction that arrived alone on a
+ * quiet stream, to be made visible at once.)
+ */
+static bool
+pgrpl_group_busy(void)
+{
+	return W.local_open &&
+		(W.group_units >= 2 || XLogRecPtrIsInvalid(W.group_end) ||
+		 !TimestampDifferenceExceeds(W.last_commit, GetCurrentTimestamp(),
+									 PGRPL_BUSY_COMMIT_MS));
+}
+
+/*
  * The socket ran dry with a local transaction open.  A worker that keeps up
  * with a busy walsender finds the socket empty between two of its sends,
  * every few transactions; committing each time costs a local commit, a WAL
  * writer wakeup and a status update per few transactions, which made the
  * worker, not the primary's decoding, the limit.  So wait a moment for
- * more, while the group is young: rows stay invisible at most
- * PGRPL_LINGER_MAX_AGE_MS (plus a moment) longer than without lingering,
- * and a quiet stream costs one PGRPL_LINGER_MS wait per group.  True if
- * more data arrived.
+ * more, while the group is young and busy (see pgrpl_group_busy): rows
+ * stay invisible at most PGRPL_LINGER_MAX_AGE_MS (plus a moment) longer
+ * than without lingering, and a transaction that arrives alone is not
+ * held back at all.  True if more data arrived.
  */
 static bool
 pgrpl_linger(pgsocket fd)
 {
-	if (!W.local_open || !XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
+	if (!pgrpl_group_busy() || !XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
 		TimestampDifferenceExceeds(W.group_started, GetCurrentTimestamp(),
 								   PGRPL_LINGER_MAX_AGE_MS))
 		return false;
@@ -1107,6 +1128,7 @@ pgrpl_commit_local(void)
 		replorigin_session_origin_lsn = W.group_end;
 		replorigin_session_origin_timestamp = W.group_commit_time;
 		CommitTransactionCommand();
+		W.last_commit = GetCurrentTimestamp();
 		pgstat_report_stat(false);
 		pgrpl_remember_commit(W.group_end);
 		W.progress = W.group_end;
