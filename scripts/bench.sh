@@ -2,9 +2,9 @@
 # scripts/bench.sh — pgrpl throughput, latency and query benchmarks.
 #
 # Usage (as root, like scripts/demo.sh):
-#   bash scripts/bench.sh [--quick] [throughput] [latency] [queries] [streaming]
+#   bash scripts/bench.sh [--quick] [throughput] [latency] [queries] [streaming] [snapshot]
 #
-# No part named: all four.  --quick (or PGRPL_BENCH_SCALE=...) scales every
+# No part named: the first four (snapshot only when named).  --quick (or PGRPL_BENCH_SCALE=...) scales every
 # size down; --quick finishes in about a minute and is meant for CI (it only
 # shows that everything runs and prints the tables).
 #
@@ -64,6 +64,15 @@
 #               live: each consumer alone, the transaction committed on the
 #               primary while the consumer streams, and the time from COMMIT
 #               returning to the rows visible on the subscriber.
+#   snapshot    One table of S_ROWS rows (5M; 5k with --quick) of (b)'s
+#               shape on the primary, copied by each consumer alone from an
+#               idle primary: built-in CREATE SUBSCRIPTION (copy_data = true,
+#               default options) timed until its table sync is ready
+#               (pg_subscription_rel 'r'); pgrpl create_subscription
+#               (copy_data default) timed until pgrpl.stat_snapshot says
+#               done.  Rows/s, the ratio, the copying process's peak
+#               RssAnon (built-in: its table sync worker).  PGRPL_BENCH_SNAP_REPS
+#               copies per consumer (1).
 #
 # Environment:
 #   PGRPL_PG_BIN         PostgreSQL bin dir (lib.sh; default the system one)
@@ -100,8 +109,8 @@ PARTS=()
 for arg in "$@"; do
     case $arg in
         --quick | -q) QUICK=1 ;;
-        throughput | latency | queries | streaming) PARTS+=("$arg") ;;
-        all) PARTS+=(throughput latency queries streaming) ;;
+        throughput | latency | queries | streaming | snapshot) PARTS+=("$arg") ;;
+        all) PARTS+=(throughput latency queries streaming snapshot) ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; pgrpl_die "unknown argument: $arg" ;;
     esac
@@ -138,6 +147,8 @@ C_ROUNDS=20 C_BATCH=10
 D_TXNS=$(scaled 60000 300)            # (d): D_TXNS small transactions of 2 changes
 D_ROWS=$(scaled 300000 300)           # ... and one of D_ROWS inserts in the middle
 STREAM_LDWM=64MB
+S_ROWS=$(scaled 5000000 5000)         # snapshot: rows of the table copied
+S_REPS=${PGRPL_BENCH_SNAP_REPS:-1}
 ((QUICK)) && STREAM_LDWM=64kB
 STREAM_LDWM=${PGRPL_BENCH_STREAM_WORK_MEM:-$STREAM_LDWM}
 Q_ROWS=$(scaled 10000000 100000)      # queries: synthetic changes of public.t (log qbench)
@@ -636,6 +647,97 @@ print_streaming() {
     printf '%s' "$LIVE_OUT"
 }
 
+# ------------------------------------------------------------ snapshot --
+
+# Poll the subscriber until QUERY returns t (every 0.1 s, bounded).
+wait_sub_true() {
+    local i
+    for ((i = 0; i < DRAIN_TIMEOUT * 10; i++)); do
+        [[ $(q_s "$1") == t ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# snap_one CONSUMER REP: copy public.bench_snap with a new subscription,
+# timed from its creation until the copy is complete; records
+# "snap CONSUMER REP seconds consumer-CPU walsender-CPU" and the memory.
+snap_one() {
+    local c=$1 r=$2 t0 t1 name s n
+    name=${c}_snap_$r
+    checkpoint_both
+    if [[ $c == builtin ]]; then
+        q_s "TRUNCATE public.bench_snap" >/dev/null
+        t0=$(now)
+        q_s_quiet "CREATE SUBSCRIPTION $name CONNECTION '$CONNINFO' PUBLICATION bench_snappub
+                   WITH (slot_name = '$name')" >/dev/null
+        start_sampler "$name" "q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = '$name' AND relid IS NOT NULL AND pid IS NOT NULL\"" "snap-$c-$r"
+        wait_sub_true "SELECT count(*) = 1 FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid
+                        WHERE s.subname = '$name' AND sr.srsubstate = 'r'" ||
+            { stop_sampler; pgrpl_die "built-in table sync of $name not ready in ${DRAIN_TIMEOUT}s"; }
+        t1=$(now)
+        stop_sampler
+        n=$(q_s "SELECT count(*) FROM public.bench_snap")
+        q_s_quiet "DROP SUBSCRIPTION $name" >/dev/null
+    else
+        q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
+        t0=$(now)
+        q_s "SELECT pgrpl.create_subscription('$name', '$CONNINFO', ARRAY['bench_snappub'])" >/dev/null
+        start_sampler "$name" "q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$name' AND pid IS NOT NULL\"" "snap-$c-$r"
+        wait_sub_true "SELECT state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = '$name'" ||
+            { stop_sampler; pgrpl_die "pgrpl copy of $name not done in ${DRAIN_TIMEOUT}s"; }
+        t1=$(now)
+        stop_sampler
+        n=$(q_s "SELECT rows_copied FROM pgrpl.stat_snapshot WHERE subscription = '$name'")
+        q_s "SELECT pgrpl.drop_subscription('$name')" >/dev/null
+    fi
+    s=$SAMPLE
+    [[ $n == "$S_ROWS" ]] || pgrpl_die "$c copied $n rows of bench_snap, expected $S_ROWS"
+    record snap "$c" "$r" "$(elapsed "$t0" "$t1")" "$s"
+    echo "snap $c $r $s" >>"$MEM"
+    log "$c copy $r: $(elapsed "$t0" "$t1") s ($n rows; peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
+}
+
+run_snapshot() {
+    local r c t0
+    pgrpl_banner "snapshot: a table of $S_ROWS rows copied, $S_REPS time(s) per consumer"
+    for sql in "CREATE TABLE IF NOT EXISTS public.bench_snap (LIKE public.bench_b INCLUDING ALL)"; do
+        q_p "$sql" >/dev/null
+        q_s "$sql" >/dev/null
+    done
+    q_p "TRUNCATE public.bench_snap" >/dev/null
+    t0=$(now)
+    q_p "INSERT INTO public.bench_snap SELECT g, g % 1000, md5(g::text), now() FROM generate_series(1, $S_ROWS) g" >/dev/null
+    q_p "VACUUM ANALYZE public.bench_snap" >/dev/null
+    q_p "CREATE PUBLICATION bench_snappub FOR TABLE public.bench_snap" >/dev/null
+    log "table filled in $(elapsed "$t0" "$(now)") s ($(q_p "SELECT pg_size_pretty(pg_table_size('public.bench_snap'))"))"
+    for ((r = 1; r <= S_REPS; r++)); do
+        for c in builtin pgrpl; do snap_one "$c" "$r"; done
+    done
+}
+
+print_snapshot() {
+    printf '%-10s %9s %11s %17s\n' consumer "median s" "rows/s" "peak RssAnon MB"
+    awk -v n="$S_ROWS" -v memf="$MEM" '
+        function median(arr, k,   i, j, m, tmp, a) {
+            m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
+            for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+            return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+        }
+        $1 == "snap" { c[$2]++; v[$2, c[$2]] = $4 }
+        END {
+            while ((getline line < memf) > 0) { split(line, f, " "); if (f[1] == "snap" && f[5] > anon[f[2]]) anon[f[2]] = f[5] }
+            split("builtin pgrpl", order, " ")
+            for (o = 1; o <= 2; o++) {
+                k = order[o]; if (!(k in c)) continue
+                md[k] = median(v, k)
+                printf "%-10s %9.2f %11.0f %17.1f\n", (k == "builtin" ? "built-in" : k), md[k], n / md[k], anon[k] / 1024
+            }
+            if (("builtin" in md) && ("pgrpl" in md))
+                printf "pgrpl/built-in: %.1f%% (rate)\n", 100 * md["builtin"] / md["pgrpl"]
+        }' "$RESULTS"
+}
+
 # ------------------------------------------------------------- latency --
 
 LATENCY_OUT=''
@@ -1115,6 +1217,7 @@ fi
 if want latency; then run_latency; fi
 if want queries; then run_queries; fi
 if want streaming; then run_streaming; fi
+if want snapshot; then run_snapshot; fi
 
 pgrpl_banner "results"
 echo "pgrpl $SOURCE; PostgreSQL $(q_p "SHOW server_version"), $(nproc) cores; scale $SCALE;" \
@@ -1159,6 +1262,15 @@ if want streaming; then
     echo "line, ms precision, to the last row seen; pgrpl: its own DEBUG1 measure up to its local commit)."
     echo
     print_streaming
+fi
+if want snapshot; then
+    echo
+    echo "Snapshot: a table of $S_ROWS rows ((b)'s shape, $(q_p "SELECT pg_size_pretty(pg_table_size('public.bench_snap'))")) copied from an idle primary,"
+    echo "median of $S_REPS; built-in: CREATE SUBSCRIPTION (copy_data = true) until its table sync is ready;"
+    echo "pgrpl: create_subscription (copy_data) until stat_snapshot says done.  Memory: the copying"
+    echo "process's peak RssAnon (built-in: its table sync worker; pgrpl: its worker)."
+    echo
+    print_snapshot
 fi
 if want queries; then
     echo
