@@ -154,6 +154,8 @@ static struct
 
 static bool pgrpl_snapshot_missed_commit(void);
 static void pgrpl_snapshot_emit_watermark(void);
+static void pgrpl_snapshot_forget_table(void);
+static void pgrpl_snapshot_retry_soon(void);
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -890,6 +892,22 @@ pgrpl_snapshot_read_chunk(void)
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 }
 
+/* The current table is finished (copied, gone or failed): on to the next. */
+static void
+pgrpl_snapshot_forget_table(void)
+{
+	S.table = NULL;
+	S.cur_schema = S.cur_table = NULL;
+}
+
+/* Read this chunk again a little later (a hazard of the snapshot). */
+static void
+pgrpl_snapshot_retry_soon(void)
+{
+	S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+}
+
 /* ---------------------------------------------------------------------
  * Tables without a key
  * --------------------------------------------------------------------- */
@@ -936,6 +954,24 @@ pgrpl_spool_begin(void)
 }
 
 /*
+ * A chunk (of a keyless table: the whole table) has been read: put its
+ * watermark into the stream, or, if it has no rows, the table is copied.
+ */
+static void
+pgrpl_snapshot_chunk_read(void)
+{
+	if (S.nrows == 0)
+	{
+		pgrpl_spool_end();
+		pgrpl_snapshot_record("d", NULL, 0, NULL);
+		pgrpl_snapshot_forget_table();
+		return;
+	}
+	pgrpl_snapshot_emit_watermark();
+	pgrpl_snapshot_record("c", NULL, 0, NULL);
+}
+
+/*
  * One step of copying a table without a key.  Its rows can be told apart
  * by nothing but their place, which is stable only within one snapshot:
  * the whole table is one chunk, read under one snapshot (the remote
@@ -960,8 +996,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 		if (pgrpl_snapshot_missed_commit())
 		{
 			pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
-			S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+			pgrpl_snapshot_retry_soon();
 			return;
 		}
 		/* Blocks added after S hold no row S sees. */
@@ -998,16 +1033,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 	S.reading = false;
 	S.chunk_is_last = true;
-	if (S.nrows == 0)
-	{
-		pgrpl_spool_end();
-		pgrpl_snapshot_record("d", NULL, 0, NULL);
-		S.table = NULL;
-		S.cur_schema = S.cur_table = NULL;
-		return;
-	}
-	pgrpl_snapshot_emit_watermark();
-	pgrpl_snapshot_record("c", NULL, 0, NULL);
+	pgrpl_snapshot_chunk_read();
 }
 
 /* Put the chunk's watermark into the stream. */
@@ -1084,7 +1110,7 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 		{
 			/* Dropped on the primary: nothing left to copy. */
 			pgrpl_snapshot_record("d", NULL, 0, NULL);
-			S.cur_schema = S.cur_table = NULL;
+			pgrpl_snapshot_forget_table();
 			return;
 		}
 	}
@@ -1098,19 +1124,10 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 	pgrpl_snapshot_read_chunk();
 	if (pgrpl_snapshot_missed_commit())
 	{
-		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+		pgrpl_snapshot_retry_soon();
 		return;
 	}
-	if (S.nrows == 0)
-	{
-		pgrpl_snapshot_record("d", NULL, 0, NULL);
-		S.table = NULL;
-		S.cur_schema = S.cur_table = NULL;
-		return;
-	}
-	pgrpl_snapshot_emit_watermark();
-	pgrpl_snapshot_record("c", NULL, 0, NULL);
+	pgrpl_snapshot_chunk_read();
 }
 
 /*
@@ -1176,8 +1193,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			/* From PG18 on the transaction's end returns to "caller". */
 			MemoryContextSwitchTo(TopMemoryContext);
 			S.skip = lappend(S.skip, name);
-			S.table = NULL;
-			S.cur_schema = S.cur_table = NULL;
+			pgrpl_snapshot_forget_table();
 		}
 		else
 			ereport(WARNING,
@@ -1327,8 +1343,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		if (!in_window)
 		{
 			pgrpl_spool_end();
-			S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														PGRPL_SNAPSHOT_HAZARD_RETRY_MS);
+			pgrpl_snapshot_retry_soon();
 			return 0;			/* read again, a little later */
 		}
 	}
@@ -1406,8 +1421,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		/* One chunk, not resumable: "{}" counts it and is no key. */
 		pgrpl_spool_end();
 		pgrpl_snapshot_record("d", "{}", written, NULL);
-		S.table = NULL;
-		S.cur_schema = S.cur_table = NULL;
+		pgrpl_snapshot_forget_table();
 		return written;
 	}
 	/* Where the next chunk starts, unless this one reached the end. */
@@ -1419,8 +1433,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
 	if (S.chunk_is_last)
 	{
-		S.table = NULL;
-		S.cur_schema = S.cur_table = NULL;
+		pgrpl_snapshot_forget_table();
 	}
 	return written;
 }
@@ -1443,8 +1456,7 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 	MemoryContextReset(S.cxt);
 	MemoryContextReset(S.chunkcxt);
 	S.sub = sub;
-	S.table = NULL;
-	S.cur_schema = S.cur_table = NULL;
+	pgrpl_snapshot_forget_table();
 	S.done = false;
 	S.in_flight = false;
 	S.retry_after = 0;
@@ -1463,8 +1475,7 @@ pgrpl_snapshot_session_end(void)
 	}
 	S.in_flight = false;
 	pgrpl_spool_end();
-	S.table = NULL;
-	S.cur_schema = S.cur_table = NULL;
+	pgrpl_snapshot_forget_table();
 	S.sub = NULL;
 }
 
