@@ -119,6 +119,7 @@ static struct
 	PgrplProtocol proto;		/* what this session asked the primary for */
 	bool		streams_unfinished; /* streamed rows of an ended session may remain */
 	XLogRecPtr	progress;		/* end of the last unit committed here */
+	XLogRecPtr	durable_start;	/* the session's start: durable here */
 	TimestampTz last_retention; /* when retention was last applied */
 
 	/*
@@ -600,6 +601,7 @@ pgrpl_session(void)
 	pgrpl_group_reset();
 	W.seen_end = W.progress;
 	W.last_received = W.progress;
+	W.durable_start = W.progress;	/* pgrpl_setup_origin flushed it */
 	W.last_write_sent = W.last_flush_sent = InvalidXLogRecPtr;
 	W.last_status_time = 0;
 	W.ping_sent = false;
@@ -1012,12 +1014,17 @@ pgrpl_send_status(bool force, bool reply_requested)
 	bool		pending;
 	XLogRecPtr	flushed = pgrpl_flushed_remote_lsn(&pending);
 	XLogRecPtr	write = W.last_received;
-	XLogRecPtr	flush = Max(flushed, W.last_flush_sent);
+	XLogRecPtr	flush;
 
+	/*
+	 * Never W.progress: that is the end of our last commit, which may still
+	 * sit in WAL buffers (the commits are asynchronous).  Reporting it
+	 * before the first flush of a session let the slot skip transactions
+	 * that a crash then lost.
+	 */
+	flush = Max(Max(flushed, W.last_flush_sent), W.durable_start);
 	if (!pending && !W.cap.active && !W.local_open && W.cap.nstreams == 0)
 		flush = Max(flush, write);
-	if (XLogRecPtrIsInvalid(flush))
-		flush = W.progress;
 	if (write < flush)
 		write = flush;
 
