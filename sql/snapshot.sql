@@ -16,12 +16,13 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- The primary's table (this server) against the log's table_as_of(), which
--- has times as to_jsonb() gives them in UTC.
+-- has times as to_jsonb() gives them in UTC and intervals in the style
+-- "postgres" (the stream's connection's settings).
 CREATE FUNCTION public.same_as_primary(sub text, rel regclass) RETURNS TABLE (missing bigint, extra bigint)
-LANGUAGE plpgsql VOLATILE SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql VOLATILE SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' AS $$
 BEGIN
     RETURN QUERY EXECUTE format(
-        'WITH p AS (SELECT to_jsonb(t) AS r FROM %s t),
+        'WITH p AS (SELECT to_jsonb(t.*) AS r FROM %s t),
               l AS (SELECT r FROM pgrpl.table_as_of(%L, %L) r)
          SELECT (SELECT count(*) FROM (SELECT r FROM p EXCEPT ALL SELECT r FROM l) x),
                 (SELECT count(*) FROM (SELECT r FROM l EXCEPT ALL SELECT r FROM p) x)',
@@ -154,6 +155,59 @@ SELECT public.wait_snapshot('sn_w');
 SELECT relation, state, rows_copied, chunks FROM pgrpl.stat_snapshot WHERE subscription = 'sn_w';
 SELECT * FROM public.same_as_primary('sn_w', 'sn_w');
 
+-- Values exactly as to_jsonb() gives them on the primary, both ways a copy
+-- converts them: tables of built-in types only are sent as the columns'
+-- text and converted here as the stream's values are; a table with a
+-- user type gets the primary's to_jsonb().  A column named "t" must not
+-- be taken for the row.
+CREATE TYPE sn_mood AS ENUM ('sad', 'ok');
+CREATE TABLE sn_ty (id int PRIMARY KEY, t text, b bool, c char(5), vc varchar(10), i2 int2, i8 int8,
+                    f4 real, f8 float8, nu numeric, d date, ts timestamp, tz timestamptz, tm time,
+                    tt timetz, iv interval, by bytea, js json, jb jsonb, ia int[], ta text[], ip inet,
+                    ci cidr, ma macaddr, u uuid, bi bit(4), vb varbit, tv tsvector, pt point, mo money,
+                    rg int4range, o oid, "quoted ""col"" x" text);
+INSERT INTO sn_ty VALUES
+  (1, 'a "quoted" \ back', true, 'ab', 'x', -32768, 9223372036854775807, 'NaN', '-Infinity', 'NaN',
+   'infinity', '0044-03-15 BC 12:00', '2024-02-29 23:59:59.999999+05:30', '24:00', '12:00+03', '1 year -2 days 03:04:05.6',
+   '\x00ff', '{"b": 1, "a": [1, 2.50, null], "b": 2}', '{"k": "ü\u00e9"}', '{1,NULL,3}', '{"a b",NULL,"","\\"}', '10.0.0.1/8',
+   '10.0.0.0/8', '08:00:2b:01:02:03', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', B'1010', B'', 'a:1 fat:2 cat',
+   '(1.5,-2)', 12.34, '[1,5)', 4294967295, 'q'),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, '☃ ünïcödé', false, 'abcde', '', 0, -1, 1.5e-45, 1e308, -0.000001234500, '2000-01-01', '2000-01-01',
+   '1999-12-31 23:59:59+00', '00:00', '00:00:00.5-14:59', '0', '\x', '[]', '{}', '{}', '{}', '::1',
+   '::/0', 'ff:ff:ff:ff:ff:ff', '00000000-0000-0000-0000-000000000000', B'0000', B'1', '', '(0,0)', -0.01,
+   'empty', 0, '');
+INSERT INTO sn_ty (id, t, f8, nu, tz, jb)
+  SELECT g, 'r' || g, g / 3.0, g / 7.0, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second',
+         jsonb_build_object('g', g, 'h', ARRAY[g, -g])
+    FROM generate_series(4, 20003) g;
+CREATE TABLE sn_tyu (id int PRIMARY KEY, t text, m sn_mood, ms sn_mood[]);
+INSERT INTO sn_tyu VALUES (1, 'x', 'ok', '{sad,ok}'), (2, NULL, NULL, NULL), (3, 'z', 'sad', '{}');
+CREATE PUBLICATION sn_typub FOR TABLE sn_ty, sn_tyu;
+SELECT pgrpl.create_subscription('sn_ty', public.loopback_conninfo(), ARRAY['sn_typub']) IS NOT NULL AS created;
+SELECT public.wait_snapshot('sn_ty');
+SELECT relation, state, rows_copied, chunks FROM pgrpl.stat_snapshot WHERE subscription = 'sn_ty' ORDER BY relation;
+SELECT * FROM public.same_as_primary('sn_ty', 'sn_ty');
+SELECT * FROM public.same_as_primary('sn_ty', 'sn_tyu');
+-- Each value by itself, for the first three rows (none differs).  Times
+-- and intervals as the stream's connection shows them (as pg_regress's do
+-- not).
+SET TimeZone = 'UTC';
+SET IntervalStyle = 'postgres';
+WITH s AS (SELECT new FROM pgrpl.changes('sn_ty', relation => 'public.sn_ty')
+            WHERE op = 'SNAPSHOT' AND (new->>'id')::int <= 3)
+SELECT p.id, e.key, e.value AS primary_value, s.new -> e.key AS copied
+  FROM sn_ty p CROSS JOIN LATERAL jsonb_each(to_jsonb(p.*)) e
+  LEFT JOIN s ON (s.new->>'id')::int = p.id
+ WHERE p.id <= 3 AND e.value IS DISTINCT FROM s.new -> e.key
+ ORDER BY 1, 2;
+RESET TimeZone;
+RESET IntervalStyle;
+-- Keys too: row_history finds a row by the key the copy gave it.
+SELECT op, new->>'t' AS t FROM pgrpl.row_history('sn_ty', 'sn_ty', '{"id": 3}');
+SELECT op, new->'ms' AS ms FROM pgrpl.row_history('sn_ty', 'sn_tyu', '{"id": 1}');
+
 SELECT pgrpl.drop_subscription('sn');
 SELECT pgrpl.drop_subscription('sn_nocopy');
 SELECT pgrpl.drop_subscription('sn_f');
@@ -161,7 +215,9 @@ SELECT pgrpl.drop_subscription('sn_root');
 SELECT pgrpl.drop_subscription('sn_leaf');
 SELECT pgrpl.drop_subscription('sn_w');
 SELECT pgrpl.drop_subscription('sn_k');
+SELECT pgrpl.drop_subscription('sn_ty');
 SELECT count(*) AS snapshot_rows_left FROM pgrpl.snapshot;
-DROP PUBLICATION sn_pub, sn_fpub, sn_proot, sn_pleaf, sn_wpub, sn_kpub;
-DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2;
+DROP PUBLICATION sn_pub, sn_fpub, sn_proot, sn_pleaf, sn_wpub, sn_kpub, sn_typub;
+DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2, sn_ty, sn_tyu;
+DROP TYPE sn_mood;
 DROP FUNCTION public.wait_snapshot(text), public.same_as_primary(text, regclass);

@@ -326,22 +326,20 @@ pgrpl_relation_resolve(PgrplRelation *rel)
 	pgrpl_relation_json_direct(rel);
 }
 
-/* Remember a RELATION message.  Needs a transaction for type lookups. */
-PgrplRelation *
-pgrpl_relmap_add_relation(LogicalRepRelation *remote)
+/*
+ * Fill "rel" from a RELATION message's description, its memory in a new
+ * context under "parent", and resolve it.  Needs a transaction.
+ */
+static void
+pgrpl_relation_init(PgrplRelation *rel, LogicalRepRelation *remote,
+					MemoryContext parent)
 {
-	PgrplRelation *rel;
-	bool		found;
 	MemoryContext oldcxt;
 
-	if (pgrpl_relmap == NULL)
-		pgrpl_relmap_reset();
-	rel = hash_search(pgrpl_relmap, &remote->remoteid, HASH_ENTER, &found);
-	if (found)
-		MemoryContextDelete(rel->cxt);
+	rel->remoteid = remote->remoteid;
 	/* pgrpl_relmap_inval skips it until pgrpl_relation_resolve. */
 	rel->stale = true;
-	rel->cxt = AllocSetContextCreate(pgrpl_relmap_cxt, "pgrpl relation",
+	rel->cxt = AllocSetContextCreate(parent, "pgrpl relation",
 									 ALLOCSET_SMALL_SIZES);
 	rel->typecxt = AllocSetContextCreate(rel->cxt, "pgrpl relation types",
 										 ALLOCSET_SMALL_SIZES);
@@ -370,7 +368,72 @@ pgrpl_relmap_add_relation(LogicalRepRelation *remote)
 	MemoryContextSwitchTo(oldcxt);
 
 	pgrpl_relation_resolve(rel);
+}
+
+/* Remember a RELATION message.  Needs a transaction for type lookups. */
+PgrplRelation *
+pgrpl_relmap_add_relation(LogicalRepRelation *remote)
+{
+	PgrplRelation *rel;
+	bool		found;
+
+	if (pgrpl_relmap == NULL)
+		pgrpl_relmap_reset();
+	rel = hash_search(pgrpl_relmap, &remote->remoteid, HASH_ENTER, &found);
+	if (found)
+		MemoryContextDelete(rel->cxt);
+	pgrpl_relation_init(rel, remote, pgrpl_relmap_cxt);
 	return rel;
+}
+
+/*
+ * A relation described as a RELATION message would, outside the map (no
+ * catalog change reaches it: use it within the transaction that built it),
+ * for converting rows that did not come through the stream.  Only built-in
+ * types: a name in a TYPE message is what the map resolves others by.
+ * Needs a transaction; free with pgrpl_relation_free.
+ */
+PgrplRelation *
+pgrpl_relation_build(LogicalRepRelation *remote, MemoryContext parent)
+{
+	PgrplRelation *rel = MemoryContextAllocZero(parent, sizeof(PgrplRelation));
+
+	if (pgrpl_typmap == NULL)
+		pgrpl_relmap_reset();
+	pgrpl_relation_init(rel, remote, parent);
+	return rel;
+}
+
+void
+pgrpl_relation_free(PgrplRelation *rel)
+{
+	MemoryContextDelete(rel->cxt);
+	pfree(rel);
+}
+
+/*
+ * Whether every value of "rel" converts here exactly as to_jsonb() gives it
+ * on the primary: built-in types this server has, and no row types (a
+ * built-in row type is a system catalog's, which differs between
+ * versions).
+ */
+bool
+pgrpl_relation_converts_exactly(PgrplRelation *rel)
+{
+	if (rel->user_types)
+		return false;
+	for (int i = 0; i < rel->natts; i++)
+	{
+		PgrplColumn *col = &rel->cols[i];
+		Oid			elem;
+
+		if (!OidIsValid(col->local_typid) || type_is_rowtype(col->local_typid))
+			return false;
+		elem = get_element_type(col->local_typid);
+		if (OidIsValid(elem) && type_is_rowtype(elem))
+			return false;
+	}
+	return true;
 }
 
 /*

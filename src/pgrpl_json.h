@@ -90,6 +90,10 @@ extern void pgrpl_relmap_set_loopback(bool loopback);
 extern void pgrpl_relmap_add_type(LogicalRepTyp *typ);
 extern PgrplRelation *pgrpl_relmap_add_relation(LogicalRepRelation *rel);
 extern PgrplRelation *pgrpl_relmap_get(LogicalRepRelId remoteid);
+extern PgrplRelation *pgrpl_relation_build(LogicalRepRelation *remote,
+										   MemoryContext parent);
+extern void pgrpl_relation_free(PgrplRelation *rel);
+extern bool pgrpl_relation_converts_exactly(PgrplRelation *rel);
 
 extern Jsonb *pgrpl_tuple_to_jsonb(PgrplRelation *rel, LogicalRepTupleData *tup,
 								   bool keys_only, ArrayType **unchanged);

@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -48,6 +49,7 @@
 #include "utils/tuplestore.h"
 
 #include "pgrpl_capture.h"
+#include "pgrpl_json.h"
 #include "pgrpl_snapshot.h"
 #include "pgrpl_stream.h"
 #include "pgrpl_writer.h"
@@ -76,6 +78,7 @@ typedef struct PgrplSnapTable
 	int			natts;
 	const char **names;
 	const char **types;
+	Oid		   *typids;			/* the types' oids on the primary */
 	bool	   *is_key;
 	char	   *drop_literal;	/* text[] of unpublished columns */
 	char	   *key_literal;	/* text[] of replica identity columns, or NULL */
@@ -95,6 +98,15 @@ typedef struct PgrplSnapTable
 	bool		keyless;
 	BlockNumber range_from;
 	BlockNumber range_to;
+
+	/*
+	 * Every column converts here exactly as to_jsonb() gives it there
+	 * (built-in types): a chunk brings each column's text, converted here
+	 * as the stream's values are.  Otherwise the primary sends each row's
+	 * to_jsonb() text, parsed here: three times the primary's work per
+	 * row, and its key built by an aggregate per row.
+	 */
+	bool		local_convert;
 } PgrplSnapTable;
 
 typedef struct PgrplChunkRow
@@ -102,6 +114,7 @@ typedef struct PgrplChunkRow
 	char	   *page;			/* the paging key's values, as a text[] */
 	char	   *row_key;		/* jsonb text, or NULL */
 	char	   *new_row;		/* jsonb text */
+	char	  **values;			/* local_convert: the columns' text, or NULL */
 } PgrplChunkRow;
 
 static struct
@@ -278,6 +291,46 @@ pgrpl_snapshot_check_primary(WalReceiverConn *conn)
 }
 
 /*
+ * The table as the stream's RELATION message would describe it, for
+ * converting its rows here (see PgrplSnapTable.local_convert).  Needs a
+ * transaction; free with pgrpl_relation_free.
+ */
+static PgrplRelation *
+pgrpl_snapshot_relation(PgrplSnapTable *t)
+{
+	LogicalRepRelation remote;
+
+	memset(&remote, 0, sizeof(remote));
+	remote.remoteid = t->remote_oid;
+	remote.nspname = t->schema_name;
+	remote.relname = t->table_name;
+	remote.natts = t->natts;
+	remote.attnames = (char **) t->names;
+	remote.atttyps = t->typids;
+	remote.replident = t->replident;
+	for (int i = 0; i < t->natts; i++)
+		if (t->is_key[i])
+			remote.attkeys = bms_add_member(remote.attkeys, i);
+	return pgrpl_relation_build(&remote, CurrentMemoryContext);
+}
+
+static bool
+pgrpl_snapshot_converts_exactly(PgrplSnapTable *t)
+{
+	PgrplRelation *rel;
+	bool		exact;
+
+	/* Other types are named by TYPE messages, which this has none of. */
+	for (int i = 0; i < t->natts; i++)
+		if (t->typids[i] >= FirstGenbkiObjectId)
+			return false;
+	rel = pgrpl_snapshot_relation(t);
+	exact = pgrpl_relation_converts_exactly(rel);
+	pgrpl_relation_free(rel);
+	return exact;
+}
+
+/*
  * Describe the table to copy: its published columns and replica identity
  * (as the RELATION message would say), the publications' row filter, and
  * the key to page it by (the replica identity index, else the primary
@@ -296,7 +349,8 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 	List	   *names = NIL,
 			   *types = NIL,
 			   *keys = NIL,
-			   *pubd = NIL;
+			   *pubd = NIL,
+			   *typids = NIL;
 	char	   *page;
 	ListCell   *l1,
 			   *l2,
@@ -372,7 +426,8 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 				   "      THEN pg_catalog.format_type(a.atttypid, NULL)"
 				   "      ELSE pg_catalog.quote_ident(tn.nspname) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(ty.typname) END,"
 				   " (c.relreplident OPERATOR(pg_catalog.=) 'f' OR a.attnum OPERATOR(pg_catalog.=) ANY (ri.indkey::pg_catalog.int2[]))::pg_catalog.text,"
-				   " (%s)::pg_catalog.text"
+				   " (%s)::pg_catalog.text,"
+				   " a.atttypid::pg_catalog.text"
 				   " FROM pg_catalog.pg_attribute a"
 				   " JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
 				   " JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid"
@@ -394,7 +449,7 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 							pubs, quote_literal_cstr(schema_name), quote_literal_cstr(table_name)) :
 				   "a.attgenerated OPERATOR(pg_catalog.=) ''",
 				   t->remote_oid);
-	res = pgrpl_remote_query(S.conn, sql, 4, "describe the columns of the table to copy");
+	res = pgrpl_remote_query(S.conn, sql, 5, "describe the columns of the table to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
 	while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
 	{
@@ -402,6 +457,7 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 		types = lappend(types, pgrpl_result_text(slot, 2));
 		keys = lappend(keys, pgrpl_result_text(slot, 3));
 		pubd = lappend(pubd, pgrpl_result_text(slot, 4));
+		typids = lappend_oid(typids, (Oid) strtoul(pgrpl_result_text(slot, 5), NULL, 10));
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
@@ -409,6 +465,7 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 	t->names = palloc(sizeof(char *) * Max(list_length(names), 1));
 	t->types = palloc(sizeof(char *) * Max(list_length(names), 1));
 	t->is_key = palloc(sizeof(bool) * Max(list_length(names), 1));
+	t->typids = palloc(sizeof(Oid) * Max(list_length(names), 1));
 	{
 		const char **dropped = palloc(sizeof(char *) * Max(list_length(names), 1));
 		int			ndropped = 0;
@@ -423,6 +480,7 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 			}
 			t->names[i] = lfirst(l1);
 			t->types[i] = lfirst(l2);
+			t->typids[i] = list_nth_oid(typids, foreach_current_index(l1));
 			/* NULL: no replica identity index (and not FULL) */
 			t->is_key[i] = (t->replident != 'n' && lfirst(l3) != NULL &&
 							strcmp((char *) lfirst(l3), "true") == 0);
@@ -438,6 +496,7 @@ pgrpl_snapshot_describe(const char *schema_name, const char *table_name)
 			any_key |= t->is_key[i];
 		t->key_literal = any_key ? pgrpl_text_array_literal(t->names, t->is_key, t->natts) : NULL;
 	}
+	t->local_convert = !t->keyless && pgrpl_snapshot_converts_exactly(t);
 
 	/* The paging columns' types (they need not be published). */
 	t->page_types = palloc(sizeof(char *) * t->npage);
@@ -665,18 +724,24 @@ pgrpl_chunk_probe_sql(PgrplSnapTable *t)
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&keys, "%ss.k%d", k > 0 ? ", " : "", k);
 
-	appendStringInfo(&sql, "SELECT x.p, (x.rn OPERATOR(pg_catalog.=) x.cnt"
-					 " AND x.cnt OPERATOR(pg_catalog.<) %d)::pg_catalog.text FROM ("
+	/*
+	 * The end of the table when the last row fits and there are fewer rows
+	 * than a chunk may have (otherwise the next probe finds none).  No
+	 * count(*) over all rows and a float sum: both made the probe cost as
+	 * much as reading the rows.
+	 */
+	appendStringInfo(&sql, "SELECT x.p, (x.rn OPERATOR(pg_catalog.<) %d"
+					 " AND x.cum OPERATOR(pg_catalog.<) %d)::pg_catalog.text FROM ("
 					 " SELECT s.p, s.sz, pg_catalog.row_number() OVER w AS rn,"
-					 " pg_catalog.count(*) OVER () AS cnt, pg_catalog.sum(s.sz) OVER w AS cum FROM ("
-					 " SELECT ARRAY[", PGRPL_SNAPSHOT_CHUNK_ROWS);
+					 " pg_catalog.sum(s.sz) OVER w AS cum FROM ("
+					 " SELECT ARRAY[", PGRPL_SNAPSHOT_CHUNK_ROWS, PGRPL_SNAPSHOT_CHUNK_BYTES);
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
 						 quote_identifier(t->page_names[k]));
 	appendStringInfoString(&sql, "]::pg_catalog.text AS p");
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
-	appendStringInfoString(&sql, ", 0::pg_catalog.int8");
+	appendStringInfoString(&sql, ", 0::pg_catalog.float8");
 	for (int i = 0; i < t->natts; i++)
 	{
 		const char *type = t->types[i];
@@ -707,15 +772,26 @@ pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
 						 quote_identifier(t->page_names[k]));
-	appendStringInfoString(&sql, "]::pg_catalog.text, ");
+	appendStringInfoString(&sql, "]::pg_catalog.text");
+	if (t->local_convert)
+	{
+		/* Their output functions' text, not a cast's (bool, inet, char(n)). */
+		for (int i = 0; i < t->natts; i++)
+			appendStringInfo(&sql, ", t.%s", quote_identifier(t->names[i]));
+		pgrpl_append_chunk_from(&sql, t);
+		pgrpl_append_key_bound(&sql, t, "<=", last);
+		appendStringInfo(&sql, " ORDER BY %s LIMIT %d", pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS);
+		return sql.data;
+	}
+	appendStringInfoString(&sql, ", ");
 	if (t->key_literal)
 		appendStringInfo(&sql, "(SELECT pg_catalog.jsonb_object_agg(e.key, e.value)"
-						 " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(t)) e"
+						 " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(t.*)) e"
 						 " WHERE e.key OPERATOR(pg_catalog.=) ANY (%s))::pg_catalog.text, ",
 						 t->key_literal);
 	else
 		appendStringInfoString(&sql, "NULL::pg_catalog.text, ");
-	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.-) %s)::pg_catalog.text",
+	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t.*) OPERATOR(pg_catalog.-) %s)::pg_catalog.text",
 					 t->drop_literal);
 	pgrpl_append_chunk_from(&sql, t);
 	pgrpl_append_key_bound(&sql, t, "<=", last);
@@ -831,7 +907,9 @@ pgrpl_snapshot_read_rows(void)
 	if (last == NULL)
 		return false;
 
-	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, last), 3, "read rows to copy");
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, last),
+							 S.table->local_convert ? 1 + S.table->natts : 3,
+							 "read rows to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
 	if (S.table->keyless)
 	{
@@ -866,6 +944,18 @@ pgrpl_snapshot_read_rows(void)
 				S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
 			}
 			S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
+			if (S.table->local_convert)
+			{
+				char	  **values = palloc(sizeof(char *) * Max(S.table->natts, 1));
+
+				for (int i = 0; i < S.table->natts; i++)
+					values[i] = pgrpl_result_text(slot, i + 2);
+				S.rows[S.nrows].values = values;
+				S.rows[S.nrows].row_key = S.rows[S.nrows].new_row = NULL;
+				S.nrows++;
+				continue;
+			}
+			S.rows[S.nrows].values = NULL;
 			/*
 			 * The primary printed the key as jsonb (jsonb_object_agg), in
 			 * the form jsonb_out gives the log's keys here: sorted keys, one
@@ -1303,6 +1393,39 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 }
 
 /*
+ * Convert a chunk's row from its columns' text (local_convert) into
+ * row->new and row->row_key, as the stream's values are converted.  False
+ * if its key is one of the "stale" ones (sorted jsonb texts): a change in
+ * the window is newer than the row.
+ */
+static bool
+pgrpl_snapshot_convert_row(PgrplRelation *rel, LogicalRepTupleData *tup,
+						   char **values, int nstale, char **stale,
+						   PgrplChangeRow *row)
+{
+	for (int i = 0; i < tup->ncols; i++)
+	{
+		StringInfo	v = &tup->colvalues[i];
+
+		tup->colstatus[i] = values[i] ? LOGICALREP_COLUMN_TEXT : LOGICALREP_COLUMN_NULL;
+		v->data = values[i];
+		v->len = values[i] ? strlen(values[i]) : 0;
+		v->maxlen = v->len + 1;
+		v->cursor = 0;
+	}
+	row->row_key = pgrpl_tuple_key(rel, tup, NULL);
+	if (row->row_key != NULL && nstale > 0)
+	{
+		char	   *key = JsonbToCString(NULL, &row->row_key->root, VARSIZE(row->row_key));
+
+		if (bsearch(&key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
+			return false;
+	}
+	row->new = pgrpl_tuple_to_jsonb(rel, tup, false, NULL);
+	return true;
+}
+
+/*
  * A watermark arrived in the current remote transaction (txn_id, the
  * message at lsn): if it is the awaited one, write the chunk's rows as its
  * changes from first_seq on and record the chunk.  Returns how many rows
@@ -1323,6 +1446,8 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	char	  **page;
 	MemoryContext rowcxt;
 	MemoryContext old;
+	PgrplRelation *rel = NULL;
+	LogicalRepTupleData tup;
 
 	if (!S.in_flight || (int) strlen(S.watermark) != len ||
 		memcmp(S.watermark, content, len) != 0)
@@ -1369,6 +1494,13 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 								   ALLOCSET_DEFAULT_SIZES);
 	if (t->keyless)
 		tuplestore_rescan(S.spool);
+	if (t->local_convert)
+	{
+		rel = pgrpl_snapshot_relation(t);
+		tup.ncols = t->natts;
+		tup.colvalues = palloc0(sizeof(StringInfoData) * Max(t->natts, 1));
+		tup.colstatus = palloc0(Max(t->natts, 1));
+	}
 	for (int i = 0; i < S.nrows; i++)
 	{
 		PgrplChunkRow spooled;
@@ -1392,7 +1524,15 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		else
 			r = &S.rows[i];
 
-		if (r->row_key != NULL && nstale > 0 &&
+		if (t->local_convert)
+		{
+			if (!pgrpl_snapshot_convert_row(rel, &tup, r->values, nstale, stale, &row))
+			{
+				MemoryContextSwitchTo(old);
+				continue;
+			}
+		}
+		else if (r->row_key != NULL && nstale > 0 &&
 			bsearch(&r->row_key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
 		{
 			MemoryContextSwitchTo(old);
@@ -1403,18 +1543,24 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		row.lsn = lsn;
 		row.op = PGRPL_OP_SNAPSHOT;
 		row.rel_id = rel_id;
-		row.new = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->new_row)));
-		row.row_key = r->row_key ?
-			DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->row_key))) : NULL;
+		if (!t->local_convert)
+		{
+			row.new = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->new_row)));
+			row.row_key = r->row_key ?
+				DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->row_key))) : NULL;
+		}
 		pgrpl_writer_insert_change(&row);
 		MemoryContextSwitchTo(old);
 		written++;
 	}
 	MemoryContextDelete(rowcxt);
+	if (rel != NULL)
+		pgrpl_relation_free(rel);
 
 	ereport(DEBUG1,
-			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (%d stale keys); watermark arrived %ld ms after it was emitted",
-							 written, S.nrows, t->schema_name, t->table_name, nstale,
+			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys); watermark arrived %ld ms after it was emitted",
+							 written, S.nrows, t->schema_name, t->table_name,
+							 t->local_convert ? "here" : "by the primary", nstale,
 							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
 	if (t->keyless)
 	{

@@ -144,16 +144,18 @@ pgrpl_stream_identify(WalReceiverConn *conn)
 	return walrcv_identify_system(conn, &tli);
 }
 
-/* Run a query returning (at most 4) text columns; ERROR if it fails. */
+/* Run a query returning "ncols" text columns; ERROR if it fails. */
 WalRcvExecResult *
 pgrpl_remote_query(WalReceiverConn *conn, const char *sql, int ncols,
 				   const char *what)
 {
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Oid		   *types = palloc(sizeof(Oid) * Max(ncols, 1));
 	WalRcvExecResult *res;
 
-	Assert(ncols <= lengthof(types));
+	for (int i = 0; i < ncols; i++)
+		types[i] = TEXTOID;
 	res = walrcv_exec(conn, sql, ncols, types);
+	pfree(types);
 	if (res->status != WALRCV_OK_TUPLES)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
