@@ -1324,24 +1324,93 @@ pgrpl_snapshot_sees(uint32 xid)
 }
 
 /*
- * The keys (canonical jsonb text, sorted) that transactions invisible to S
- * changed and committed after P -- before W, as W is being captured now.
- * *truncated if one of them truncated the table.
+ * A key that a transaction invisible to S changed in the window (after P,
+ * before W): the chunk's row of that key is older than the stream's
+ * change.  Its row is left out -- unless every change of the key in the
+ * window was an UPDATE of that key and the last one left a TOASTed column
+ * unchanged (not sent): then nothing in the log has that column's value,
+ * and the chunk has it (unchanged since S).  The row is then written at W
+ * with the updates applied to it ("merge"), the current row.
  */
-static char **
-pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
+typedef struct PgrplStaleKey
 {
-	Oid			argtypes[4] = {INT4OID, LSNOID, TEXTOID, TEXTOID};
-	Datum		args[4];
-	char	  **keys = NULL;
-	int			n = 0;
-	MemoryContext cxt = CurrentMemoryContext;
+	char	   *key;			/* canonical jsonb text; first: see bsearch */
+	bool		merge_ok;		/* all its changes so far were plain updates */
+	bool		merge;
+} PgrplStaleKey;
 
-	*truncated = false;
+/* One change of a key in the window, in commit order. */
+typedef struct PgrplKeyEvent
+{
+	char	   *key;			/* first: sorted with pgrpl_cmp_str */
+	uint64		order;
+	bool		plain_update;	/* an UPDATE that kept the key */
+	bool		unchanged;		/* it left some column unchanged */
+} PgrplKeyEvent;
+
+static int
+pgrpl_cmp_key_event(const void *a, const void *b)
+{
+	const PgrplKeyEvent *x = a;
+	const PgrplKeyEvent *y = b;
+	int			c = strcmp(x->key, y->key);
+
+	if (c != 0)
+		return c;
+	return (x->order > y->order) - (x->order < y->order);
+}
+
+/*
+ * The window's changes of S.table (see below for which): SPI, ordered by
+ * commit.  Driven by the window's transactions (the commit_lsn index), each
+ * one's changes by txn_id, filtered by relation afterwards (OFFSET 0 keeps
+ * the filter out of the subquery): through the relation's index the
+ * planner would visit every row copied so far, at every chunk.  With
+ * "key", only that key's changes, with their new rows.
+ */
+static void
+pgrpl_snapshot_window_changes(const char *key)
+{
+	Oid			argtypes[5] = {INT4OID, LSNOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[5];
+
 	args[0] = Int32GetDatum(S.sub->id);
 	args[1] = LSNGetDatum(S.received_before);
 	args[2] = CStringGetTextDatum(S.table->schema_name);
 	args[3] = CStringGetTextDatum(S.table->table_name);
+	args[4] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	if (SPI_execute_with_args("SELECT t.xid, c.op, c.row_key::pg_catalog.text, c.old_key::pg_catalog.text,"
+							  " c.unchanged IS NOT NULL, CASE WHEN $5 IS NOT NULL THEN c.new END"
+							  " FROM pgrpl.transaction t"
+							  " CROSS JOIN LATERAL (SELECT c.rel_id, c.seq, c.op, c.row_key, c.old_key, c.unchanged, c.new"
+							  "   FROM pgrpl.change c"
+							  "   WHERE c.sub_id OPERATOR(pg_catalog.=) t.sub_id AND c.txn_id OPERATOR(pg_catalog.=) t.txn_id"
+							  "   OFFSET 0) c"
+							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'c'"
+							  "   AND t.commit_lsn OPERATOR(pg_catalog.>=) $2"
+							  "   AND c.rel_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT r.rel_id FROM pgrpl.relation r"
+							  "         WHERE r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4))"
+							  "   AND ($5 IS NULL OR c.row_key::pg_catalog.text OPERATOR(pg_catalog.=) $5)"
+							  " ORDER BY t.commit_lsn, c.seq",
+							  5, argtypes, args, key ? "     " : "    n", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the change log");
+}
+
+/*
+ * The keys (sorted) that transactions invisible to S changed and committed
+ * after P -- before W, as W is being captured now.  *truncated if one of
+ * them truncated the table.
+ */
+static PgrplStaleKey *
+pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
+{
+	PgrplKeyEvent *events;
+	PgrplStaleKey *keys;
+	int			nevents = 0;
+	int			n = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	*truncated = false;
 	/*
 	 * Rows written earlier in this local transaction count too: not
 	 * read-only, so that SPI reads with a new command id, not with the
@@ -1350,24 +1419,8 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 	 */
 	pgrpl_writer_flush();
 	SPI_connect();
-	/*
-	 * Driven by the window's transactions (the commit_lsn index), each one's
-	 * changes by txn_id, filtered by relation afterwards (OFFSET 0 keeps
-	 * the filter out of the subquery): through the relation's index the
-	 * planner would visit every row copied so far, at every chunk.
-	 */
-	if (SPI_execute_with_args("SELECT t.xid, c.op, c.row_key::pg_catalog.text, c.old_key::pg_catalog.text"
-							  " FROM pgrpl.transaction t"
-							  " CROSS JOIN LATERAL (SELECT c.rel_id, c.op, c.row_key, c.old_key FROM pgrpl.change c"
-							  "   WHERE c.sub_id OPERATOR(pg_catalog.=) t.sub_id AND c.txn_id OPERATOR(pg_catalog.=) t.txn_id"
-							  "   OFFSET 0) c"
-							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'c'"
-							  "   AND t.commit_lsn OPERATOR(pg_catalog.>=) $2"
-							  "   AND c.rel_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT r.rel_id FROM pgrpl.relation r"
-							  "         WHERE r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4))",
-							  4, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the change log");
-	keys = MemoryContextAlloc(cxt, sizeof(char *) * Max(2 * SPI_processed, 1));
+	pgrpl_snapshot_window_changes(NULL);
+	events = MemoryContextAlloc(cxt, sizeof(PgrplKeyEvent) * Max(2 * SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -1375,33 +1428,93 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 		bool		isnull;
 		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		char		op = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
-		char	   *k;
+		char	   *k1 = SPI_getvalue(tup, desc, 3);
+		char	   *k0 = SPI_getvalue(tup, desc, 4);
+		bool		moved = (k0 != NULL && (k1 == NULL || strcmp(k0, k1) != 0));
 
-		if (isnull || pgrpl_snapshot_sees((uint32) xid))
+		if (pgrpl_snapshot_sees((uint32) xid))
 			continue;
 		if (op == PGRPL_OP_TRUNCATE)
 			*truncated = true;
-		if ((k = SPI_getvalue(tup, desc, 3)) != NULL)
-			keys[n++] = MemoryContextStrdup(cxt, k);
-		if ((k = SPI_getvalue(tup, desc, 4)) != NULL)
-			keys[n++] = MemoryContextStrdup(cxt, k);
+		if (k1 != NULL)
+		{
+			events[nevents].key = MemoryContextStrdup(cxt, k1);
+			events[nevents].order = i;
+			events[nevents].plain_update = (op == PGRPL_OP_UPDATE && !moved);
+			events[nevents].unchanged = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+			nevents++;
+		}
+		if (moved)
+		{
+			/* The row left this key: as a DELETE of it. */
+			events[nevents].key = MemoryContextStrdup(cxt, k0);
+			events[nevents].order = i;
+			events[nevents].plain_update = false;
+			events[nevents].unchanged = false;
+			nevents++;
+		}
 	}
 	SPI_finish();
-	qsort(keys, n, sizeof(char *), pgrpl_cmp_str);
+
+	/* One entry per key: merge if all were plain updates, the last partial. */
+	qsort(events, nevents, sizeof(PgrplKeyEvent), pgrpl_cmp_key_event);
+	keys = MemoryContextAlloc(cxt, sizeof(PgrplStaleKey) * Max(nevents, 1));
+	for (int i = 0; i < nevents; i++)
+	{
+		bool		plain = events[i].plain_update;
+
+		if (i > 0 && strcmp(events[i].key, events[i - 1].key) == 0)
+		{
+			keys[n - 1].merge = keys[n - 1].merge_ok && plain && events[i].unchanged;
+			keys[n - 1].merge_ok &= plain;
+			continue;
+		}
+		keys[n].key = events[i].key;
+		keys[n].merge_ok = plain;
+		keys[n].merge = plain && events[i].unchanged;
+		n++;
+	}
 	*nkeys = n;
 	return keys;
 }
 
 /*
- * Convert a chunk's row from its columns' text (local_convert) into
- * row->new and row->row_key, as the stream's values are converted.  False
- * if its key is one of the "stale" ones (sorted jsonb texts): a change in
- * the window is newer than the row.
+ * The chunk's row "base" of a key whose window changes were all UPDATEs of
+ * it (see PgrplStaleKey) with those updates applied: each one's new row
+ * lacks only the columns it left unchanged, so the later value of every
+ * column wins, and a column no update sent keeps the chunk's value.
  */
-static bool
+static Jsonb *
+pgrpl_snapshot_apply_updates(Jsonb *base, const char *key)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		row = JsonbPGetDatum(base);
+
+	SPI_connect();
+	pgrpl_snapshot_window_changes(key);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		Datum		upd = SPI_getbinval(tup, desc, 6, &isnull);
+		MemoryContext old;
+
+		if (isnull || pgrpl_snapshot_sees((uint32) xid))
+			continue;
+		old = MemoryContextSwitchTo(cxt);
+		row = DirectFunctionCall2(jsonb_concat, row, upd);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return DatumGetJsonbP(row);
+}
+
+/* The chunk row's values (local_convert), as the stream's are converted. */
+static void
 pgrpl_snapshot_convert_row(PgrplRelation *rel, LogicalRepTupleData *tup,
-						   char **values, int nstale, char **stale,
-						   PgrplChangeRow *row)
+						   char **values, PgrplChangeRow *row)
 {
 	for (int i = 0; i < tup->ncols; i++)
 	{
@@ -1414,15 +1527,7 @@ pgrpl_snapshot_convert_row(PgrplRelation *rel, LogicalRepTupleData *tup,
 		v->cursor = 0;
 	}
 	row->row_key = pgrpl_tuple_key(rel, tup, NULL);
-	if (row->row_key != NULL && nstale > 0)
-	{
-		char	   *key = JsonbToCString(NULL, &row->row_key->root, VARSIZE(row->row_key));
-
-		if (bsearch(&key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
-			return false;
-	}
 	row->new = pgrpl_tuple_to_jsonb(rel, tup, false, NULL);
-	return true;
 }
 
 /*
@@ -1437,8 +1542,9 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 {
 	PgrplSnapTable *t = S.table;
 	PgrplRelationDesc d;
-	char	  **stale;
+	PgrplStaleKey *stale;
 	int			nstale;
+	int			merged = 0;
 	bool		truncated;
 	int32		rel_id;
 	int32		written = 0;
@@ -1506,6 +1612,8 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		PgrplChunkRow spooled;
 		PgrplChunkRow *r = &spooled;
 		PgrplChangeRow row = {0};
+		char	   *key;
+		PgrplStaleKey *sk;
 
 		/* A keyless table's rows can be many: one at a time in memory. */
 		MemoryContextReset(rowcxt);
@@ -1526,29 +1634,35 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 
 		if (t->local_convert)
 		{
-			if (!pgrpl_snapshot_convert_row(rel, &tup, r->values, nstale, stale, &row))
-			{
-				MemoryContextSwitchTo(old);
-				continue;
-			}
+			pgrpl_snapshot_convert_row(rel, &tup, r->values, &row);
+			key = (nstale > 0 && row.row_key != NULL) ?
+				JsonbToCString(NULL, &row.row_key->root, VARSIZE(row.row_key)) : NULL;
 		}
-		else if (r->row_key != NULL && nstale > 0 &&
-			bsearch(&r->row_key, stale, nstale, sizeof(char *), pgrpl_cmp_str) != NULL)
+		else
+			key = r->row_key;
+		sk = (key != NULL && nstale > 0) ?
+			bsearch(&key, stale, nstale, sizeof(PgrplStaleKey), pgrpl_cmp_str) : NULL;
+		if (sk != NULL && !sk->merge)
 		{
 			MemoryContextSwitchTo(old);
 			continue;
 		}
-		row.txn_id = txn_id;
-		row.seq = first_seq + written;
-		row.lsn = lsn;
-		row.op = PGRPL_OP_SNAPSHOT;
-		row.rel_id = rel_id;
 		if (!t->local_convert)
 		{
 			row.new = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->new_row)));
 			row.row_key = r->row_key ?
 				DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(r->row_key))) : NULL;
 		}
+		if (sk != NULL)
+		{
+			row.new = pgrpl_snapshot_apply_updates(row.new, key);
+			merged++;
+		}
+		row.txn_id = txn_id;
+		row.seq = first_seq + written;
+		row.lsn = lsn;
+		row.op = PGRPL_OP_SNAPSHOT;
+		row.rel_id = rel_id;
 		pgrpl_writer_insert_change(&row);
 		MemoryContextSwitchTo(old);
 		written++;
@@ -1558,9 +1672,9 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		pgrpl_relation_free(rel);
 
 	ereport(DEBUG1,
-			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys); watermark arrived %ld ms after it was emitted",
+			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys, %d rows updated to the watermark); watermark arrived %ld ms after it was emitted",
 							 written, S.nrows, t->schema_name, t->table_name,
-							 t->local_convert ? "here" : "by the primary", nstale,
+							 t->local_convert ? "here" : "by the primary", nstale, merged,
 							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
 	if (t->keyless)
 	{
