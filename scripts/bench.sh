@@ -717,21 +717,21 @@ run_snapshot() {
 }
 
 print_snapshot() {
-    printf '%-10s %9s %11s %17s\n' consumer "median s" "rows/s" "peak RssAnon MB"
+    printf '%-10s %9s %11s %17s %14s\n' consumer "median s" "rows/s" "peak RssAnon MB" "copier CPU s"
     awk -v n="$S_ROWS" -v memf="$MEM" '
         function median(arr, k,   i, j, m, tmp, a) {
             m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
             for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
             return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
         }
-        $1 == "snap" { c[$2]++; v[$2, c[$2]] = $4 }
+        $1 == "snap" { c[$2]++; v[$2, c[$2]] = $4; cpu[$2, c[$2]] = $5 }
         END {
             while ((getline line < memf) > 0) { split(line, f, " "); if (f[1] == "snap" && f[5] > anon[f[2]]) anon[f[2]] = f[5] }
             split("builtin pgrpl", order, " ")
             for (o = 1; o <= 2; o++) {
                 k = order[o]; if (!(k in c)) continue
                 md[k] = median(v, k)
-                printf "%-10s %9.2f %11.0f %17.1f\n", (k == "builtin" ? "built-in" : k), md[k], n / md[k], anon[k] / 1024
+                printf "%-10s %9.2f %11.0f %17.1f %14.2f\n", (k == "builtin" ? "built-in" : k), md[k], n / md[k], anon[k] / 1024, median(cpu, k)
             }
             if (("builtin" in md) && ("pgrpl" in md))
                 printf "pgrpl/built-in: %.1f%% (rate)\n", 100 * md["builtin"] / md["pgrpl"]
@@ -1268,7 +1268,8 @@ if want snapshot; then
     echo "Snapshot: a table of $S_ROWS rows ((b)'s shape, $(q_p "SELECT pg_size_pretty(pg_table_size('public.bench_snap'))")) copied from an idle primary,"
     echo "median of $S_REPS; built-in: CREATE SUBSCRIPTION (copy_data = true) until its table sync is ready;"
     echo "pgrpl: create_subscription (copy_data) until stat_snapshot says done.  Memory: the copying"
-    echo "process's peak RssAnon (built-in: its table sync worker; pgrpl: its worker)."
+    echo "process's peak RssAnon (built-in: its table sync worker; pgrpl: its worker), and its CPU time"
+    echo "during the copy (the copy is bound by the copier when that is close to the time taken)."
     echo
     print_snapshot
 fi
