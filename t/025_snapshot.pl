@@ -3,7 +3,8 @@
 #  1. A 100,000-row table is copied (10 chunks) while a writer changes
 #     random rows all the time (updates, deletes, inserts, key changes);
 #     afterwards table_as_of equals the primary's table, and no key was
-#     copied twice.
+#     copied twice; at the copy's end and at transactions after it,
+#     table_as_of equals the table as the primary's audit trail rebuilds it.
 #  2. The subscriber is killed (-9) during a copy, twice: the copy goes on
 #     from its last finished chunk, nothing is copied twice, the result
 #     equals the primary.
@@ -33,6 +34,22 @@ $primary->safe_psql(
 	CREATE TABLE public.t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
 	INSERT INTO public.t SELECT g, md5(g::text), 0 FROM generate_series(1, $rows) g;
 	CREATE TABLE public.stop (x int);
+	-- Every change of public.t from here on, in commit order (one writer
+	-- at a time, committing after each statement), unpublished.
+	CREATE TABLE public.audit (n bigserial PRIMARY KEY, xid bigint NOT NULL DEFAULT txid_current(),
+	                           id int NOT NULL, r jsonb);
+	CREATE FUNCTION public.audit_t() RETURNS trigger LANGUAGE plpgsql AS \$\$
+	BEGIN
+	    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.id <> NEW.id) THEN
+	        INSERT INTO public.audit (id, r) VALUES (OLD.id, NULL);
+	    END IF;
+	    IF TG_OP <> 'DELETE' THEN
+	        INSERT INTO public.audit (id, r) VALUES (NEW.id, to_jsonb(NEW));
+	    END IF;
+	    RETURN NULL;
+	END \$\$;
+	CREATE TRIGGER audit_t AFTER INSERT OR UPDATE OR DELETE ON public.t
+	    FOR EACH ROW EXECUTE FUNCTION public.audit_t();
 	CREATE SEQUENCE public.new_ids START $rows;
 	CREATE PUBLICATION pub FOR TABLE public.t;
 	-- Changes random rows until public.stop has a row (or 120 s passed).
@@ -113,6 +130,47 @@ sub check_equal
 	is($log, $prim, "$what: table_as_of equals the primary's table");
 }
 
+# The table as it was at the commit of each of several transactions from
+# the end of the copy on (the last watermark's, then ones spread over what
+# followed), rebuilt on the primary from its audit trail (the rows as
+# inserted, then each one's changes in commit order up to the last
+# transaction the log shows committed at that LSN), against table_as_of
+# at that LSN.
+sub check_history
+{
+	my ($name, $what) = @_;
+	my $copy_end = $sub->safe_psql('postgres',
+		"SELECT max(commit_lsn) FROM pgrpl.changes('$name') WHERE op = 'SNAPSHOT'");
+	my @after = split /\n/, $sub->safe_psql('postgres',
+		"SELECT commit_lsn FROM pgrpl.transactions('$name') WHERE commit_lsn > '$copy_end' ORDER BY commit_lsn");
+	ok(@after >= 5, "$what: transactions after the copy (" . scalar(@after) . ")");
+	my @at = ($copy_end, map { $after[ int($_ * $#after / 4) ] } 0 .. 4);
+	for my $lsn (@at)
+	{
+		# The last writer transactions the log has up to $lsn (the
+		# watermarks' own transactions have no audit rows).
+		my $xids = $sub->safe_psql('postgres', qq{
+			SELECT string_agg(xid::text, ',') FROM (
+			  SELECT xid FROM pgrpl.transactions('$name') WHERE commit_lsn <= '$lsn'
+			   ORDER BY commit_lsn DESC LIMIT 50) x});
+		my $cut = $primary->safe_psql('postgres',
+			"SELECT max(n) FROM public.audit WHERE xid % 4294967296 IN ($xids)");
+		my $want = $primary->safe_psql('postgres', qq{
+			WITH base AS (SELECT g AS id, jsonb_build_object('id', g, 'v', md5(g::text), 'n', 0) AS r
+			                FROM generate_series(1, $rows) g),
+			     last AS (SELECT DISTINCT ON (id) id, r FROM public.audit WHERE n <= $cut ORDER BY id, n DESC)
+			SELECT string_agg(x.r::text, E'\n' ORDER BY x.id) FROM (
+			  SELECT COALESCE(l.id, b.id) AS id, CASE WHEN l.id IS NOT NULL THEN l.r ELSE b.r END AS r
+			    FROM base b FULL JOIN last l ON l.id = b.id) x
+			 WHERE x.r IS NOT NULL});
+		my $got = $sub->safe_psql('postgres', qq{
+			SELECT string_agg(r::text, E'\n' ORDER BY (r->>'id')::int)
+			  FROM pgrpl.table_as_of('$name', 'public.t', '$lsn'::pg_lsn) r});
+		ok($got eq $want, "$what: table_as_of at $lsn equals the primary's table then (audit up to $cut)")
+		  or diag("log has " . scalar(split /\n/, $got) . " rows, the audit " . scalar(split /\n/, $want));
+	}
+}
+
 # No key has two SNAPSHOT rows from the same copy (seq is per chunk; a key
 # copied twice in one copy would show up twice among the copy's rows).
 sub check_once
@@ -139,6 +197,7 @@ is( $sub->safe_psql(
 	't', 'copied in chunks of at most 10000 rows');
 check_equal('s', 'concurrent writes');
 check_once('s', 'concurrent writes');
+check_history('s', 'concurrent writes');
 # The writer really raced the copy: changes of rows arrived before their
 # chunk was copied, and after.
 is( $sub->safe_psql(
