@@ -1425,14 +1425,16 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		no_xid;
 		bool		isnull;
-		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &no_xid));
 		char		op = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
 		char	   *k1 = SPI_getvalue(tup, desc, 3);
 		char	   *k0 = SPI_getvalue(tup, desc, 4);
 		bool		moved = (k0 != NULL && (k1 == NULL || strcmp(k0, k1) != 0));
 
-		if (pgrpl_snapshot_sees((uint32) xid))
+		/* (a non-transactional message's unit has no xid, and no key) */
+		if (no_xid || pgrpl_snapshot_sees((uint32) xid))
 			continue;
 		if (op == PGRPL_OP_TRUNCATE)
 			*truncated = true;
@@ -1496,12 +1498,13 @@ pgrpl_snapshot_apply_updates(Jsonb *base, const char *key)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		no_xid;
 		bool		isnull;
-		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &no_xid));
 		Datum		upd = SPI_getbinval(tup, desc, 6, &isnull);
 		MemoryContext old;
 
-		if (isnull || pgrpl_snapshot_sees((uint32) xid))
+		if (no_xid || isnull || pgrpl_snapshot_sees((uint32) xid))
 			continue;
 		old = MemoryContextSwitchTo(cxt);
 		row = DirectFunctionCall2(jsonb_concat, row, upd);
