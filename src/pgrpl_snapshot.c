@@ -1651,7 +1651,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	PgrplRelation *rel = NULL;
 	LogicalRepTupleData tup;
 
-	if (S.c == NULL || !S.c->in_flight || (int) strlen(S.c->watermark) != len ||
+	if (!S.c->in_flight || (int) strlen(S.c->watermark) != len ||
 		memcmp(S.c->watermark, content, len) != 0)
 		return 0;
 	S.c->in_flight = false;
@@ -1840,9 +1840,7 @@ pgrpl_snapshot_session_end(void)
 		walrcv_disconnect(S.conn);
 		S.conn = NULL;
 	}
-	/* (An error before this process's first session set up the chunks.) */
-	if (S.c != NULL)
-		S.c->in_flight = false;
+	S.c->in_flight = false;
 	pgrpl_spool_end();
 	pgrpl_snapshot_forget_table();
 	S.sub = NULL;
