@@ -117,38 +117,13 @@ typedef struct PgrplChunkRow
 	char	  **values;			/* local_convert: the columns' text, or NULL */
 } PgrplChunkRow;
 
-/* A chunk: what was read, under which snapshot, and its window. */
-typedef struct PgrplChunk
-{
-	MemoryContext cxt;			/* what follows, reset per read */
-	bool		in_flight;		/* its watermark was emitted */
-	TimestampTz emitted_at;
-	char	   *watermark;
-	XLogRecPtr	received_before;	/* P */
-	uint64		xmin;			/* S */
-	uint64		xmax;
-	int			nxip;
-	uint64	   *xip;
-	/* xip members the primary already showed committed when S was taken */
-	int			ncommitted;
-	uint64	   *committed;
-	/* transactions whose commit arrived since the chunk was read */
-	int			nwindow;
-	int			maxwindow;
-	TransactionId *window;		/* in TopMemoryContext, kept */
-	int			nrows;
-	bool		chunk_is_last;	/* the chunk reaches the table's end */
-	PgrplChunkRow *rows;
-	char	  **last;			/* its last key (keyed tables) */
-	bool		read_ahead;		/* read while the previous one travelled */
-} PgrplChunk;
-
 static struct
 {
 	PgrplSubscription *sub;
 	WalReceiverConn *conn;
 	int			server_version;
 	MemoryContext cxt;			/* the table; reset per table */
+	MemoryContext chunkcxt;		/* the chunk in flight */
 	PgrplSnapTable *table;
 	char	   *cur_schema;		/* the table being copied (also before */
 	char	   *cur_table;		/* it is described), or NULL */
@@ -158,15 +133,25 @@ static struct
 	TimestampTz last_busy_step;
 	uint64		counter;
 
-	/*
-	 * The chunk being read or whose watermark is awaited, and the next
-	 * one, read ahead while that watermark travels (see
-	 * pgrpl_snapshot_read_ahead): the two of chunks[], swapped.
-	 */
-	PgrplChunk *c;
-	PgrplChunk *ahead;
-	bool		ahead_ready;
-	PgrplChunk	chunks[2];
+	/* The chunk whose watermark is awaited. */
+	bool		in_flight;
+	TimestampTz emitted_at;
+	char	   *watermark;
+	XLogRecPtr	received_before;
+	uint64		xmin;
+	uint64		xmax;
+	int			nxip;
+	uint64	   *xip;
+	/* xip members the primary already showed committed when S was taken */
+	int			ncommitted;
+	uint64	   *committed;
+	/* transactions whose commit arrived while the chunk was in flight */
+	int			nwindow;
+	int			maxwindow;
+	TransactionId *window;
+	int			nrows;
+	bool		chunk_is_last;	/* the chunk reaches the table's end */
+	PgrplChunkRow *rows;
 
 	/* A keyless table being read (its remote transaction open) and spooled. */
 	bool		reading;
@@ -702,7 +687,7 @@ pgrpl_append_key_bound(StringInfo sql, PgrplSnapTable *t, const char *op, char *
  * the publication's row filter lets through.
  */
 static void
-pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t, char **after)
+pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t)
 {
 	appendStringInfo(sql, " FROM %s%s.%s t WHERE true",
 					 t->relkind == 'p' ? "" : "ONLY ",
@@ -713,8 +698,8 @@ pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t, char **after)
 		appendStringInfo(sql, " AND t.ctid OPERATOR(pg_catalog.>=) '(%u,0)'::pg_catalog.tid"
 						 " AND t.ctid OPERATOR(pg_catalog.<) '(%u,0)'::pg_catalog.tid",
 						 t->range_from, t->range_to);
-	if (after)
-		pgrpl_append_key_bound(sql, t, ">", after);
+	if (t->last_page)
+		pgrpl_append_key_bound(sql, t, ">", t->last_page);
 }
 
 /*
@@ -729,7 +714,7 @@ pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t, char **after)
  * uncompressed size, pg_column_size() of other types their stored one.
  */
 static char *
-pgrpl_chunk_probe_sql(PgrplSnapTable *t, char **after)
+pgrpl_chunk_probe_sql(PgrplSnapTable *t)
 {
 	StringInfoData sql;
 	StringInfoData keys;
@@ -767,7 +752,7 @@ pgrpl_chunk_probe_sql(PgrplSnapTable *t, char **after)
 						 raw ? "octet_length" : "pg_column_size", quote_identifier(t->names[i]));
 	}
 	appendStringInfoString(&sql, " AS sz");
-	pgrpl_append_chunk_from(&sql, t, after);
+	pgrpl_append_chunk_from(&sql, t);
 	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
 					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d"
 					 " ORDER BY x.rn DESC LIMIT 1",
@@ -778,7 +763,7 @@ pgrpl_chunk_probe_sql(PgrplSnapTable *t, char **after)
 
 /* The SELECT of the next chunk, up to and including key "last". */
 static char *
-pgrpl_chunk_sql(PgrplSnapTable *t, char **after, char **last)
+pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
 {
 	StringInfoData sql;
 
@@ -793,7 +778,7 @@ pgrpl_chunk_sql(PgrplSnapTable *t, char **after, char **last)
 		/* Their output functions' text, not a cast's (bool, inet, char(n)). */
 		for (int i = 0; i < t->natts; i++)
 			appendStringInfo(&sql, ", t.%s", quote_identifier(t->names[i]));
-		pgrpl_append_chunk_from(&sql, t, after);
+		pgrpl_append_chunk_from(&sql, t);
 		pgrpl_append_key_bound(&sql, t, "<=", last);
 		appendStringInfo(&sql, " ORDER BY %s LIMIT %d", pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS);
 		return sql.data;
@@ -808,7 +793,7 @@ pgrpl_chunk_sql(PgrplSnapTable *t, char **after, char **last)
 		appendStringInfoString(&sql, "NULL::pg_catalog.text, ");
 	appendStringInfo(&sql, "(pg_catalog.to_jsonb(t.*) OPERATOR(pg_catalog.-) %s)::pg_catalog.text",
 					 t->drop_literal);
-	pgrpl_append_chunk_from(&sql, t, after);
+	pgrpl_append_chunk_from(&sql, t);
 	pgrpl_append_key_bound(&sql, t, "<=", last);
 	appendStringInfo(&sql, " ORDER BY %s LIMIT %d", pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS);
 	return sql.data;
@@ -822,23 +807,23 @@ pgrpl_parse_snapshot(const char *snap)
 	const char *p = snap;
 	int			cap = 16;
 
-	S.c->xmin = strtou64(p, &end, 10);
+	S.xmin = strtou64(p, &end, 10);
 	if (*end != ':')
 		elog(ERROR, "unexpected snapshot \"%s\"", snap);
-	S.c->xmax = strtou64(end + 1, &end, 10);
+	S.xmax = strtou64(end + 1, &end, 10);
 	if (*end != ':')
 		elog(ERROR, "unexpected snapshot \"%s\"", snap);
 	p = end + 1;
-	S.c->nxip = 0;
-	S.c->xip = MemoryContextAlloc(S.c->cxt, sizeof(uint64) * cap);
+	S.nxip = 0;
+	S.xip = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * cap);
 	while (*p)
 	{
-		if (S.c->nxip == cap)
+		if (S.nxip == cap)
 		{
 			cap *= 2;
-			S.c->xip = repalloc(S.c->xip, sizeof(uint64) * cap);
+			S.xip = repalloc(S.xip, sizeof(uint64) * cap);
 		}
-		S.c->xip[S.c->nxip++] = strtou64(p, &end, 10);
+		S.xip[S.nxip++] = strtou64(p, &end, 10);
 		p = (*end == ',') ? end + 1 : end;
 		if (end == p && *p)
 			elog(ERROR, "unexpected snapshot \"%s\"", snap);
@@ -859,10 +844,9 @@ pgrpl_snapshot_begin_read(void)
 	char	   *committed;
 	char	  **items;
 
-	MemoryContextReset(S.c->cxt);
-	S.c->nrows = 0;
-	S.c->read_ahead = false;
-	S.c->chunk_is_last = true;
+	MemoryContextReset(S.chunkcxt);
+	S.nrows = 0;
+	S.chunk_is_last = true;
 	pgrpl_remote_command(S.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
 	res = pgrpl_remote_query(S.conn,
 							 v13 ?
@@ -881,20 +865,20 @@ pgrpl_snapshot_begin_read(void)
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
 	pgrpl_parse_snapshot(snap);
-	items = pgrpl_parse_text_array(committed, &S.c->ncommitted);
-	S.c->committed = MemoryContextAlloc(S.c->cxt, sizeof(uint64) * Max(S.c->ncommitted, 1));
-	for (int i = 0; i < S.c->ncommitted; i++)
-		S.c->committed[i] = strtou64(items[i], NULL, 10);
-	S.c->nwindow = 0;
+	items = pgrpl_parse_text_array(committed, &S.ncommitted);
+	S.committed = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * Max(S.ncommitted, 1));
+	for (int i = 0; i < S.ncommitted; i++)
+		S.committed[i] = strtou64(items[i], NULL, 10);
+	S.nwindow = 0;
 }
 
 /*
  * Read the rows of the next chunk (of a keyless table: of the next piece
- * of its block range) in the open remote transaction: into S.c->rows, or
+ * of its block range) in the open remote transaction: into S.rows, or
  * appended to the spool.  False if there are none.
  */
 static bool
-pgrpl_snapshot_read_rows(char **after)
+pgrpl_snapshot_read_rows(void)
 {
 	WalRcvExecResult *res;
 	TupleTableSlot *slot;
@@ -904,7 +888,7 @@ pgrpl_snapshot_read_rows(char **after)
 	bool		is_end = true;
 
 	/* Where the chunk ends (nothing: no rows left). */
-	res = pgrpl_remote_query(S.conn, pgrpl_chunk_probe_sql(S.table, after), 2,
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_probe_sql(S.table), 2,
 							 "find the end of the next chunk to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
 	if (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
@@ -923,7 +907,7 @@ pgrpl_snapshot_read_rows(char **after)
 	if (last == NULL)
 		return false;
 
-	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, after, last),
+	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, last),
 							 S.table->local_convert ? 1 + S.table->natts : 3,
 							 "read rows to copy");
 	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
@@ -941,7 +925,7 @@ pgrpl_snapshot_read_rows(char **after)
 			nulls[1] = false;
 			values[1] = CStringGetTextDatum(pgrpl_result_text(slot, 3));
 			tuplestore_putvalues(S.spool, S.spool_desc, values, nulls);
-			S.c->nrows++;
+			S.nrows++;
 		}
 		S.table->last_page = is_end ? NULL : last;
 		if (is_end)
@@ -949,39 +933,38 @@ pgrpl_snapshot_read_rows(char **after)
 	}
 	else
 	{
-		S.c->chunk_is_last = is_end;
-		S.c->last = last;
-		old = MemoryContextSwitchTo(S.c->cxt);
-		S.c->rows = palloc(sizeof(PgrplChunkRow) * cap);
+		S.chunk_is_last = is_end;
+		old = MemoryContextSwitchTo(S.chunkcxt);
+		S.rows = palloc(sizeof(PgrplChunkRow) * cap);
 		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
 		{
-			if (S.c->nrows == cap)
+			if (S.nrows == cap)
 			{
 				cap *= 2;
-				S.c->rows = repalloc(S.c->rows, sizeof(PgrplChunkRow) * cap);
+				S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
 			}
-			S.c->rows[S.c->nrows].page = pgrpl_result_text(slot, 1);
+			S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
 			if (S.table->local_convert)
 			{
 				char	  **values = palloc(sizeof(char *) * Max(S.table->natts, 1));
 
 				for (int i = 0; i < S.table->natts; i++)
 					values[i] = pgrpl_result_text(slot, i + 2);
-				S.c->rows[S.c->nrows].values = values;
-				S.c->rows[S.c->nrows].row_key = S.c->rows[S.c->nrows].new_row = NULL;
-				S.c->nrows++;
+				S.rows[S.nrows].values = values;
+				S.rows[S.nrows].row_key = S.rows[S.nrows].new_row = NULL;
+				S.nrows++;
 				continue;
 			}
-			S.c->rows[S.c->nrows].values = NULL;
+			S.rows[S.nrows].values = NULL;
 			/*
 			 * The primary printed the key as jsonb (jsonb_object_agg), in
 			 * the form jsonb_out gives the log's keys here: sorted keys, one
 			 * spacing, compared as text by the stale-key filter.  Parsing
 			 * it again here took most of a chunk's read.
 			 */
-			S.c->rows[S.c->nrows].row_key = pgrpl_result_text(slot, 2);
-			S.c->rows[S.c->nrows].new_row = pgrpl_result_text(slot, 3);
-			S.c->nrows++;
+			S.rows[S.nrows].row_key = pgrpl_result_text(slot, 2);
+			S.rows[S.nrows].new_row = pgrpl_result_text(slot, 3);
+			S.nrows++;
 		}
 		MemoryContextSwitchTo(old);
 	}
@@ -995,7 +978,7 @@ static void
 pgrpl_snapshot_read_chunk(void)
 {
 	pgrpl_snapshot_begin_read();
-	(void) pgrpl_snapshot_read_rows(S.table->last_page);
+	(void) pgrpl_snapshot_read_rows();
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 }
 
@@ -1003,7 +986,6 @@ pgrpl_snapshot_read_chunk(void)
 static void
 pgrpl_snapshot_forget_table(void)
 {
-	S.ahead_ready = false;
 	S.table = NULL;
 	S.cur_schema = S.cur_table = NULL;
 }
@@ -1068,7 +1050,7 @@ pgrpl_spool_begin(void)
 static void
 pgrpl_snapshot_chunk_read(void)
 {
-	if (S.c->nrows == 0)
+	if (S.nrows == 0)
 	{
 		pgrpl_spool_end();
 		pgrpl_snapshot_record("d", NULL, 0, NULL);
@@ -1099,7 +1081,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 		WalRcvExecResult *res;
 		TupleTableSlot *slot;
 
-		S.c->received_before = received;
+		S.received_before = received;
 		pgrpl_snapshot_begin_read();
 		if (pgrpl_snapshot_missed_commit())
 		{
@@ -1129,7 +1111,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 	if (t->range_from < S.nblocks)
 	{
 		t->range_to = Min(S.nblocks, t->range_from + PGRPL_KEYLESS_BLOCKS);
-		if (!pgrpl_snapshot_read_rows(t->last_page))
+		if (!pgrpl_snapshot_read_rows())
 		{
 			t->range_from = t->range_to;
 			t->last_page = NULL;
@@ -1140,7 +1122,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 	S.reading = false;
-	S.c->chunk_is_last = true;
+	S.chunk_is_last = true;
 	pgrpl_snapshot_chunk_read();
 }
 
@@ -1151,15 +1133,15 @@ pgrpl_snapshot_emit_watermark(void)
 	WalRcvExecResult *res;
 	char	   *sql;
 
-	S.c->watermark = MemoryContextStrdup(S.c->cxt,
+	S.watermark = MemoryContextStrdup(S.chunkcxt,
 									  psprintf("%s/%d/%d/" UINT64_FORMAT, S.sub->system_identifier,
 											   S.sub->id, MyProcPid, ++S.counter));
 	sql = psprintf("SELECT pg_catalog.pg_logical_emit_message(true, %s, %s)::pg_catalog.text",
-				   quote_literal_cstr(PGRPL_WATERMARK_PREFIX), quote_literal_cstr(S.c->watermark));
+				   quote_literal_cstr(PGRPL_WATERMARK_PREFIX), quote_literal_cstr(S.watermark));
 	res = pgrpl_remote_query(S.conn, sql, 1, "emit the watermark of a snapshot chunk");
 	walrcv_clear_result(res);
-	S.c->in_flight = true;
-	S.c->emitted_at = GetCurrentTimestamp();
+	S.in_flight = true;
+	S.emitted_at = GetCurrentTimestamp();
 }
 
 /*
@@ -1172,66 +1154,11 @@ pgrpl_snapshot_missed_commit(void)
 {
 	uint64		n = Min(S.nrecent, PGRPL_SNAPSHOT_RECENT_COMMITS);
 
-	for (int i = 0; i < S.c->nxip; i++)
+	for (int i = 0; i < S.nxip; i++)
 		for (uint64 j = 0; j < n; j++)
-			if (S.recent[j] == (TransactionId) S.c->xip[i])
+			if (S.recent[j] == (TransactionId) S.xip[i])
 				return true;
 	return false;
-}
-
-/*
- * Whether the chunk after the one whose watermark travels can be read now:
- * a table with a key, not at its end, and nothing read ahead yet.
- */
-static bool
-pgrpl_snapshot_can_read_ahead(void)
-{
-	return S.c->in_flight && !S.ahead_ready && S.table != NULL &&
-		!S.table->keyless && !S.c->chunk_is_last && S.c->last != NULL;
-}
-
-/*
- * Read the next chunk while the current one's watermark travels: the
- * worker would only wait for it, and the primary reads while the worker
- * then writes the current one.  Each chunk has its own P, S and window,
- * so the next one is as correct as if read after the current one's rows
- * were written -- provided they are: if the current one is discarded at
- * its watermark (read again later), so is this one.  Its watermark is
- * emitted at the next step after the current one's was written.
- */
-static void
-pgrpl_snapshot_read_ahead(XLogRecPtr received)
-{
-	PgrplChunk *cur = S.c;
-	char	  **after = cur->last;
-	bool		ok;
-
-	if (!pgrpl_snapshot_can_read_ahead())
-		return;
-	/* The reading functions fill S.c: the spare one, for now. */
-	S.c = S.ahead;
-	S.ahead = cur;
-	PG_TRY();
-	{
-		S.c->in_flight = false;
-		S.c->received_before = received;
-		pgrpl_snapshot_begin_read();
-		S.c->read_ahead = true;
-		(void) pgrpl_snapshot_read_rows(after);
-		pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
-		ok = S.c->nrows > 0 && !pgrpl_snapshot_missed_commit();
-	}
-	PG_CATCH();
-	{
-		S.ahead = S.c;
-		S.c = cur;
-		S.ahead_ready = false;
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	S.ahead = S.c;
-	S.c = cur;
-	S.ahead_ready = ok;
 }
 
 static void
@@ -1283,33 +1210,14 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 		pgrpl_snapshot_step_keyless(received);
 		return;
 	}
-	if (S.c->in_flight)
+	S.received_before = received;
+	pgrpl_snapshot_read_chunk();
+	if (pgrpl_snapshot_missed_commit())
 	{
-		pgrpl_snapshot_read_ahead(received);
+		pgrpl_snapshot_retry_soon();
 		return;
 	}
-	if (S.ahead_ready)
-	{
-		/* Read while the last watermark travelled: its watermark now. */
-		PgrplChunk *next = S.ahead;
-
-		S.ahead = S.c;
-		S.c = next;
-		S.ahead_ready = false;
-	}
-	else
-	{
-		S.c->received_before = received;
-		pgrpl_snapshot_read_chunk();
-		if (pgrpl_snapshot_missed_commit())
-		{
-			pgrpl_snapshot_retry_soon();
-			return;
-		}
-	}
 	pgrpl_snapshot_chunk_read();
-	/* While its watermark travels, the next chunk. */
-	pgrpl_snapshot_read_ahead(received);
 }
 
 /*
@@ -1324,7 +1232,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 {
 	MemoryContext caller = CurrentMemoryContext;
 
-	if (S.sub == NULL || S.done || (S.c->in_flight && !pgrpl_snapshot_can_read_ahead()))
+	if (S.sub == NULL || S.done || S.in_flight)
 		return;
 	if (S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
 		return;
@@ -1354,8 +1262,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			walrcv_disconnect(S.conn);
 			S.conn = NULL;
 		}
-		S.c->in_flight = false;
-		S.ahead_ready = false;
+		S.in_flight = false;
 		pgrpl_spool_end();
 		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													PGRPL_SNAPSHOT_ERROR_RETRY_MS);
@@ -1404,14 +1311,14 @@ static bool
 pgrpl_snapshot_sees(uint32 xid)
 {
 	/* The full xid nearest to xmax: all that matter are within 2^31 of it. */
-	int64		full = (int64) S.c->xmax + (int32) (xid - (uint32) S.c->xmax);
+	int64		full = (int64) S.xmax + (int32) (xid - (uint32) S.xmax);
 
-	if (full >= (int64) S.c->xmax)
+	if (full >= (int64) S.xmax)
 		return false;
-	if (full < (int64) S.c->xmin)
+	if (full < (int64) S.xmin)
 		return true;
-	for (int i = 0; i < S.c->nxip; i++)
-		if ((int64) S.c->xip[i] == full)
+	for (int i = 0; i < S.nxip; i++)
+		if ((int64) S.xip[i] == full)
 			return false;
 	return true;
 }
@@ -1468,7 +1375,7 @@ pgrpl_snapshot_window_changes(const char *key)
 	Datum		args[5];
 
 	args[0] = Int32GetDatum(S.sub->id);
-	args[1] = LSNGetDatum(S.c->received_before);
+	args[1] = LSNGetDatum(S.received_before);
 	args[2] = CStringGetTextDatum(S.table->schema_name);
 	args[3] = CStringGetTextDatum(S.table->table_name);
 	args[4] = key ? CStringGetTextDatum(key) : (Datum) 0;
@@ -1651,27 +1558,26 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	PgrplRelation *rel = NULL;
 	LogicalRepTupleData tup;
 
-	if (!S.c->in_flight || (int) strlen(S.c->watermark) != len ||
-		memcmp(S.c->watermark, content, len) != 0)
+	if (!S.in_flight || (int) strlen(S.watermark) != len ||
+		memcmp(S.watermark, content, len) != 0)
 		return 0;
-	S.c->in_flight = false;
+	S.in_flight = false;
 
 	/*
 	 * A transaction S saw running although the primary had committed it:
 	 * if its commit arrived in the window, the stale keys below cover it;
 	 * if before P, its changes are older than P and S missed them.
 	 */
-	for (int i = 0; i < S.c->ncommitted; i++)
+	for (int i = 0; i < S.ncommitted; i++)
 	{
 		bool		in_window = false;
 
-		for (int j = 0; j < S.c->nwindow && !in_window; j++)
-			in_window = (S.c->window[j] == (TransactionId) S.c->committed[i]);
+		for (int j = 0; j < S.nwindow && !in_window; j++)
+			in_window = (S.window[j] == (TransactionId) S.committed[i]);
 		if (!in_window)
 		{
 			pgrpl_spool_end();
 			pgrpl_snapshot_retry_soon();
-			S.ahead_ready = false;	/* it starts after this one */
 			return 0;			/* read again, a little later */
 		}
 	}
@@ -1679,7 +1585,6 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	if (truncated)
 	{
 		pgrpl_spool_end();
-		S.ahead_ready = false;
 		return 0;				/* read again, after the TRUNCATE */
 	}
 
@@ -1705,7 +1610,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		tup.colvalues = palloc0(sizeof(StringInfoData) * Max(t->natts, 1));
 		tup.colstatus = palloc0(Max(t->natts, 1));
 	}
-	for (int i = 0; i < S.c->nrows; i++)
+	for (int i = 0; i < S.nrows; i++)
 	{
 		PgrplChunkRow spooled;
 		PgrplChunkRow *r = &spooled;
@@ -1728,7 +1633,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 			spooled.new_row = TextDatumGetCString(slot_getattr(S.spool_slot, 2, &isnull));
 		}
 		else
-			r = &S.c->rows[i];
+			r = &S.rows[i];
 
 		if (t->local_convert)
 		{
@@ -1770,11 +1675,10 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		pgrpl_relation_free(rel);
 
 	ereport(DEBUG1,
-			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys, %d rows updated to the watermark%s); watermark arrived %ld ms after it was emitted",
-							 written, S.c->nrows, t->schema_name, t->table_name,
+			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys, %d rows updated to the watermark); watermark arrived %ld ms after it was emitted",
+							 written, S.nrows, t->schema_name, t->table_name,
 							 t->local_convert ? "here" : "by the primary", nstale, merged,
-							 S.c->read_ahead ? ", read ahead" : "",
-							 (long) ((GetCurrentTimestamp() - S.c->emitted_at) / 1000))));
+							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
 	if (t->keyless)
 	{
 		/* One chunk, not resumable: "{}" counts it and is no key. */
@@ -1784,13 +1688,13 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		return written;
 	}
 	/* Where the next chunk starts, unless this one reached the end. */
-	pgrpl_snapshot_record(S.c->chunk_is_last ? "d" : "c",
-						  S.c->rows[S.c->nrows - 1].page, written, NULL);
-	page = pgrpl_parse_text_array(S.c->rows[S.c->nrows - 1].page, &n);
+	pgrpl_snapshot_record(S.chunk_is_last ? "d" : "c",
+						  S.rows[S.nrows - 1].page, written, NULL);
+	page = pgrpl_parse_text_array(S.rows[S.nrows - 1].page, &n);
 	t->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
 	for (int k = 0; k < n; k++)
 		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
-	if (S.c->chunk_is_last)
+	if (S.chunk_is_last)
 	{
 		pgrpl_snapshot_forget_table();
 	}
@@ -1809,23 +1713,15 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 	{
 		S.cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot table",
 									  ALLOCSET_DEFAULT_SIZES);
-		for (int i = 0; i < 2; i++)
-			S.chunks[i].cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot chunk",
-													ALLOCSET_DEFAULT_SIZES);
-		S.c = &S.chunks[0];
-		S.ahead = &S.chunks[1];
+		S.chunkcxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot chunk",
+										   ALLOCSET_DEFAULT_SIZES);
 	}
 	MemoryContextReset(S.cxt);
-	for (int i = 0; i < 2; i++)
-	{
-		MemoryContextReset(S.chunks[i].cxt);
-		S.chunks[i].in_flight = false;
-		S.chunks[i].nrows = 0;
-		S.chunks[i].last = NULL;
-	}
+	MemoryContextReset(S.chunkcxt);
 	S.sub = sub;
 	pgrpl_snapshot_forget_table();
 	S.done = false;
+	S.in_flight = false;
 	S.retry_after = 0;
 	list_free_deep(S.skip);
 	S.skip = NIL;
@@ -1840,7 +1736,7 @@ pgrpl_snapshot_session_end(void)
 		walrcv_disconnect(S.conn);
 		S.conn = NULL;
 	}
-	S.c->in_flight = false;
+	S.in_flight = false;
 	pgrpl_spool_end();
 	pgrpl_snapshot_forget_table();
 	S.sub = NULL;
@@ -1855,7 +1751,7 @@ pgrpl_snapshot_due(void)
 {
 	TimestampTz now;
 
-	if (S.sub == NULL || S.done || (S.c->in_flight && !pgrpl_snapshot_can_read_ahead()))
+	if (S.sub == NULL || S.done || S.in_flight)
 		return false;
 	now = GetCurrentTimestamp();
 	if (now < S.retry_after || now < S.last_busy_step + PGRPL_SNAPSHOT_BUSY_MS * 1000)
@@ -1864,36 +1760,24 @@ pgrpl_snapshot_due(void)
 	return true;
 }
 
-/* A commit arrived while chunk "c" is read or awaits its watermark. */
-static void
-pgrpl_chunk_note_commit(PgrplChunk *c, TransactionId xid)
-{
-	if (c->ncommitted == 0)
-		return;					/* only needed to clear those */
-	if (c->nwindow == c->maxwindow)
-	{
-		c->maxwindow = Max(64, c->maxwindow * 2);
-		c->window = c->window == NULL ?
-			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * c->maxwindow) :
-			repalloc(c->window, sizeof(TransactionId) * c->maxwindow);
-	}
-	c->window[c->nwindow++] = xid;
-}
-
 /*
- * A transaction's commit arrived: remembered among the recent ones, and in
- * the window of each chunk read and not yet written.
+ * A transaction's commit arrived: remembered among the recent ones, and
+ * while a chunk is in flight in its window.
  */
 void
 pgrpl_snapshot_note_commit(TransactionId xid)
 {
 	S.recent[S.nrecent++ % PGRPL_SNAPSHOT_RECENT_COMMITS] = xid;
-	if (S.sub == NULL)
-		return;
-	if (S.c->in_flight || S.reading)
-		pgrpl_chunk_note_commit(S.c, xid);
-	if (S.ahead_ready)
-		pgrpl_chunk_note_commit(S.ahead, xid);
+	if ((!S.in_flight && !S.reading) || S.ncommitted == 0)
+		return;					/* only needed to clear those */
+	if (S.nwindow == S.maxwindow)
+	{
+		S.maxwindow = Max(64, S.maxwindow * 2);
+		S.window = S.window == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * S.maxwindow) :
+			repalloc(S.window, sizeof(TransactionId) * S.maxwindow);
+	}
+	S.window[S.nwindow++] = xid;
 }
 
 /* Whether a table is still being copied in this session. */
