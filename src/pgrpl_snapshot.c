@@ -1397,6 +1397,19 @@ pgrpl_snapshot_window_changes(const char *key)
 }
 
 /*
+ * Whether row "tup" of pgrpl_snapshot_window_changes() is a change that S
+ * did not see (a non-transactional message's unit has no xid, and no key).
+ */
+static bool
+pgrpl_snapshot_window_missed(HeapTuple tup, TupleDesc desc)
+{
+	bool		no_xid;
+	int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &no_xid));
+
+	return !no_xid && !pgrpl_snapshot_sees((uint32) xid);
+}
+
+/*
  * The keys (sorted) that transactions invisible to S changed and committed
  * after P -- before W, as W is being captured now.  *truncated if one of
  * them truncated the table.
@@ -1425,17 +1438,18 @@ pgrpl_snapshot_stale_keys(int *nkeys, bool *truncated)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		no_xid;
 		bool		isnull;
-		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &no_xid));
-		char		op = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
-		char	   *k1 = SPI_getvalue(tup, desc, 3);
-		char	   *k0 = SPI_getvalue(tup, desc, 4);
-		bool		moved = (k0 != NULL && (k1 == NULL || strcmp(k0, k1) != 0));
+		char		op;
+		char	   *k1;
+		char	   *k0;
+		bool		moved;
 
-		/* (a non-transactional message's unit has no xid, and no key) */
-		if (no_xid || pgrpl_snapshot_sees((uint32) xid))
+		if (!pgrpl_snapshot_window_missed(tup, desc))
 			continue;
+		op = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
+		k1 = SPI_getvalue(tup, desc, 3);
+		k0 = SPI_getvalue(tup, desc, 4);
+		moved = (k0 != NULL && (k1 == NULL || strcmp(k0, k1) != 0));
 		if (op == PGRPL_OP_TRUNCATE)
 			*truncated = true;
 		if (k1 != NULL)
@@ -1498,13 +1512,11 @@ pgrpl_snapshot_apply_updates(Jsonb *base, const char *key)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		no_xid;
 		bool		isnull;
-		int64		xid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &no_xid));
 		Datum		upd = SPI_getbinval(tup, desc, 6, &isnull);
 		MemoryContext old;
 
-		if (no_xid || isnull || pgrpl_snapshot_sees((uint32) xid))
+		if (isnull || !pgrpl_snapshot_window_missed(tup, desc))
 			continue;
 		old = MemoryContextSwitchTo(cxt);
 		row = DirectFunctionCall2(jsonb_concat, row, upd);
