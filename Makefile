@@ -9,6 +9,7 @@ OBJS = \
 	src/pgrpl_writer.o \
 	src/pgrpl_capture.o \
 	src/pgrpl_stream.o \
+	src/pgrpl_recvq.o \
 	src/pgrpl_snapshot.o \
 	src/pgrpl_worker.o \
 	src/pgrpl_launcher.o \

@@ -48,6 +48,7 @@
 #include "pgrpl_decode.h"
 #include "pgrpl_json.h"
 #include "pgrpl_shmem.h"
+#include "pgrpl_recvq.h"
 #include "pgrpl_snapshot.h"
 #include "pgrpl_stream.h"
 #include "pgrpl_worker.h"
@@ -88,6 +89,14 @@
 #define PGRPL_STATUS_CHECK_MSGS	1024
 /* How often (messages) a busy stream checks whether a chunk is due. */
 #define PGRPL_SNAPSHOT_CHECK_MSGS 64
+
+/*
+ * While handling a busy stream, empty the socket into the receive queue
+ * after this many messages or bytes: a Unix socket fills with a few hundred
+ * small messages, about 2 ms of a walsender's output.
+ */
+#define PGRPL_FILL_MSGS			32
+#define PGRPL_FILL_BYTES		(64 * 1024)
 
 typedef enum PgrplSessionEnd
 {
@@ -731,41 +740,76 @@ pgrpl_apply_retention(void)
 	MemoryContextSwitchTo(W.msgcxt);
 }
 
+/*
+ * Read what the socket holds into the receive queue; anything received
+ * shows the primary is alive.  Returns the number of messages added.
+ */
+static int
+pgrpl_recv_fill(pgsocket *fd)
+{
+	int			added = pgrpl_recvq_fill(W.conn, fd);
+
+	if (added > 0)
+	{
+		W.last_recv_time = GetCurrentTimestamp();
+		W.ping_sent = false;
+	}
+	return added;
+}
+
+/*
+ * The writer's busy callback: while it writes a batch (milliseconds), keep
+ * the socket empty, or the walsender stops until the write is done.
+ */
+static void
+pgrpl_recv_fill_busy(void)
+{
+	pgsocket	fd;
+
+	if (W.conn != NULL)
+		(void) pgrpl_recv_fill(&fd);
+}
+
 static PgrplSessionEnd
 pgrpl_apply_loop(void)
 {
 	ErrorContextCallback errcallback;
 	PgrplSessionEnd end = PGRPL_SESSION_RETRY;
 	bool		done = false;
+	pgsocket	fd = PGINVALID_SOCKET;	/* known once the socket ran dry */
 
 	errcallback.callback = pgrpl_error_callback;
 	errcallback.arg = NULL;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
+	pgrpl_recvq_reset();
+	pgrpl_writer_set_busy_callback(pgrpl_recv_fill_busy);
 	W.last_recv_time = GetCurrentTimestamp();
 	while (!done)
 	{
-		pgsocket	fd = PGINVALID_SOCKET;
 		char	   *buf = NULL;
 		int			len;
 		int			rc;
 		uint32		nmsgs = 0;
+		Size		fill_bytes = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(W.msgcxt);
 
-		/* Drain everything available without blocking. */
-		len = walrcv_receive(W.conn, &buf, &fd);
-		while (len != 0)
+		/*
+		 * Handle everything available without blocking, emptying the socket
+		 * into the receive queue on the way (pgrpl_recvq.h: the walsender
+		 * waits whenever the socket is full).
+		 */
+		for (;;)
 		{
-			if (len < 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("the primary ended the replication stream of subscription \"%s\"",
-								W.sub->name)));
-			W.last_recv_time = GetCurrentTimestamp();
-			W.ping_sent = false;
+			if (!pgrpl_recvq_next(&buf, &len))
+			{
+				if (pgrpl_recv_fill(&fd) == 0)
+					break;		/* the socket ran dry */
+				continue;
+			}
 			done = pgrpl_handle_copydata(buf, len, &end);
 			MemoryContextSwitchTo(W.msgcxt);
 			MemoryContextReset(W.msgcxt);
@@ -802,8 +846,20 @@ pgrpl_apply_loop(void)
 				pgrpl_snapshot_step(W.seen_end);
 				MemoryContextSwitchTo(W.msgcxt);
 			}
-			len = walrcv_receive(W.conn, &buf, &fd);
+
+			/* Keep the socket empty while we work (pgrpl_recvq.h). */
+			fill_bytes += len;
+			if (nmsgs % PGRPL_FILL_MSGS == 0 || fill_bytes >= PGRPL_FILL_BYTES)
+			{
+				pgrpl_recv_fill(&fd);
+				fill_bytes = 0;
+			}
 		}
+		if (pgrpl_recvq_ended())
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the primary ended the replication stream of subscription \"%s\"",
+							W.sub->name)));
 		if (done)
 			break;
 
@@ -950,7 +1006,8 @@ pgrpl_group_busy(void)
 static bool
 pgrpl_linger(pgsocket fd)
 {
-	if (!pgrpl_group_busy() || !XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
+	if (fd == PGINVALID_SOCKET ||
+		!pgrpl_group_busy() || !XLogRecPtrIsInvalid(W.sub->stop_lsn) ||
 		TimestampDifferenceExceeds(W.group_started, GetCurrentTimestamp(),
 								   PGRPL_LINGER_MAX_AGE_MS))
 		return false;

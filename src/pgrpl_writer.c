@@ -65,6 +65,9 @@ enum
 #define PGRPL_BATCH_ROWS	1000
 #define PGRPL_BATCH_BYTES	(4 * 1024 * 1024)
 
+/* Rows indexed between two calls of the busy callback (a fraction of a ms). */
+#define PGRPL_BUSY_CALLBACK_ROWS	128
+
 /*
  * A batch's slots, kept from one local transaction to the next: a worker
  * keeping up with a busy primary commits many small groups, and making up
@@ -115,6 +118,8 @@ typedef struct PgrplWriter
 } PgrplWriter;
 
 static PgrplWriter writer;
+
+static PgrplWriterBusyCallback busy_callback = NULL;
 
 /* Slot sets not in use; they and their slots live in slot_cxt. */
 static PgrplSlotSet *free_slot_sets;
@@ -454,6 +459,12 @@ pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index
 										ALLOCSET_DEFAULT_SIZES);
 }
 
+void
+pgrpl_writer_set_busy_callback(PgrplWriterBusyCallback callback)
+{
+	busy_callback = callback;
+}
+
 /* Write the buffered rows of a table and their index entries. */
 static void
 pgrpl_target_flush(PgrplTarget *t)
@@ -462,12 +473,16 @@ pgrpl_target_flush(PgrplTarget *t)
 		return;
 	table_multi_insert(t->rel, t->slots, t->nbuffered,
 					   GetCurrentCommandId(true), 0, NULL);
+	if (busy_callback != NULL)
+		busy_callback();
 	for (int i = 0; i < t->nbuffered; i++)
 	{
 		if (t->rri->ri_NumIndices > 0)
 			pgrpl_exec_insert_index_tuples(t->rri, t->slots[i], writer.estate);
 		ExecClearTuple(t->slots[i]);
 		ResetPerTupleExprContext(writer.estate);
+		if (busy_callback != NULL && (i + 1) % PGRPL_BUSY_CALLBACK_ROWS == 0)
+			busy_callback();
 	}
 	t->nbuffered = 0;
 	t->bytes = 0;

@@ -104,4 +104,13 @@ extern void pgrpl_writer_apply_retention(void);
 extern void pgrpl_writer_reset(void);
 extern bool pgrpl_writer_active(void);
 
+/*
+ * Called every few hundred rows while buffered rows are written (a batch
+ * takes milliseconds): the worker empties its socket meanwhile, so that a
+ * long write does not stop the primary's walsender.  It must not touch the
+ * change log.  NULL (the default): nothing is called.
+ */
+typedef void (*PgrplWriterBusyCallback) (void);
+extern void pgrpl_writer_set_busy_callback(PgrplWriterBusyCallback callback);
+
 #endif							/* PGRPL_WRITER_H */
