@@ -65,8 +65,8 @@ enum
 #define PGRPL_BATCH_ROWS	1000
 #define PGRPL_BATCH_BYTES	(4 * 1024 * 1024)
 
-/* Rows indexed between two calls of the busy callback (a fraction of a ms). */
-#define PGRPL_BUSY_CALLBACK_ROWS	128
+/* Rows indexed between two calls of the busy callback (about 1 ms). */
+#define PGRPL_BUSY_CALLBACK_ROWS	256
 
 /*
  * A batch's slots, kept from one local transaction to the next: a worker
