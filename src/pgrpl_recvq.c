@@ -12,6 +12,9 @@
  * is given back only when the next message is asked for.  A message larger
  * than a block gets a block of its own.  A message is copied once more
  * than before, a few percent of its handling even for the smallest ones.
+ * A large message (a huge row) arriving at an empty queue is not copied:
+ * it is handed out from libpq's buffer, and the socket is not read again
+ * until it has been handled (the next read would free that buffer).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +34,9 @@
 /* Size of an ordinary block, and how many empty ones are kept for reuse. */
 #define PGRPL_RECVQ_BLOCK		(256 * 1024)
 #define PGRPL_RECVQ_SPARES		2
+
+/* Messages this large are handed out uncopied when the queue is empty. */
+#define PGRPL_RECVQ_DIRECT		(1024 * 1024)
 
 #define PGRPL_RECVQ_HEADER		MAXALIGN(sizeof(int))
 #define PGRPL_RECVQ_ENTRY(len)	MAXALIGN(PGRPL_RECVQ_HEADER + (Size) (len) + 1)
@@ -53,6 +59,9 @@ static struct
 	int			nspares;
 	Size		queued;			/* bytes appended, not yet handed out */
 	bool		ended;			/* the primary ended the stream after them */
+	char	   *direct;			/* a large message in libpq's buffer, or NULL */
+	int			direct_len;
+	bool		direct_out;		/* ... handed out: it may still be in use */
 } Q;
 
 static void
@@ -82,6 +91,8 @@ pgrpl_recvq_reset(void)
 	Q.last = NULL;
 	Q.queued = 0;
 	Q.ended = false;
+	Q.direct = NULL;
+	Q.direct_out = false;
 }
 
 /* A block at the end of the list with room for an entry of "entry" bytes. */
@@ -138,6 +149,9 @@ pgrpl_recvq_fill(WalReceiverConn *conn, pgsocket *wait_fd)
 {
 	int			added = 0;
 
+	/* Reading would free the large message in libpq's buffer. */
+	if (Q.direct != NULL)
+		return 0;
 	while (!Q.ended && Q.queued < PGRPL_RECVQ_MAX)
 	{
 		char	   *msg = NULL;
@@ -151,8 +165,17 @@ pgrpl_recvq_fill(WalReceiverConn *conn, pgsocket *wait_fd)
 			Q.ended = true;
 			break;
 		}
-		pgrpl_recvq_push(msg, len);
 		added++;
+		if (len >= PGRPL_RECVQ_DIRECT && Q.queued == 0)
+		{
+			Q.direct = msg;
+			Q.direct_len = len;
+			break;
+		}
+		pgrpl_recvq_push(msg, len);
+		/* One large message at a time: its handling takes long anyway. */
+		if (len >= PGRPL_RECVQ_DIRECT)
+			break;
 	}
 	return added;
 }
@@ -163,6 +186,13 @@ pgrpl_recvq_next(char **buf, int *len)
 	PgrplRecvBlock *b;
 	int			l;
 
+	/* A large message handed out last is done with: the socket may be read. */
+	if (Q.direct_out)
+	{
+		Q.direct = NULL;
+		Q.direct_out = false;
+	}
+
 	/*
 	 * The message handed out last is no longer in use: blocks read to the
 	 * end go, and the last block starts over once it is empty.
@@ -172,13 +202,21 @@ pgrpl_recvq_next(char **buf, int *len)
 		if (b == Q.last)
 		{
 			b->read = b->used = 0;
-			return false;
+			break;
 		}
 		Q.first = b->next;
 		pgrpl_recvq_release(b);
 	}
-	if (b == NULL)
-		return false;
+	if (b == NULL || b->read == b->used)
+	{
+		/* The queue is empty: a large message may wait behind it. */
+		if (Q.direct == NULL)
+			return false;
+		*buf = Q.direct;
+		*len = Q.direct_len;
+		Q.direct_out = true;
+		return true;
+	}
 	memcpy(&l, b->data + b->read, sizeof(int));
 	*buf = b->data + b->read + PGRPL_RECVQ_HEADER;
 	*len = l;
@@ -190,5 +228,5 @@ pgrpl_recvq_next(char **buf, int *len)
 bool
 pgrpl_recvq_ended(void)
 {
-	return Q.ended && Q.queued == 0;
+	return Q.ended && Q.queued == 0 && Q.direct == NULL;
 }
