@@ -166,16 +166,24 @@ pgrpl_recvq_fill(WalReceiverConn *conn, pgsocket *wait_fd)
 			break;
 		}
 		added++;
-		if (len >= PGRPL_RECVQ_DIRECT && Q.queued == 0)
+		if (len < PGRPL_RECVQ_DIRECT)
+		{
+			pgrpl_recvq_push(msg, len);
+			continue;
+		}
+
+		/*
+		 * A large message: one at a time (its handling takes long anyway),
+		 * uncopied when nothing is queued before it.
+		 */
+		if (Q.queued == 0)
 		{
 			Q.direct = msg;
 			Q.direct_len = len;
-			break;
 		}
-		pgrpl_recvq_push(msg, len);
-		/* One large message at a time: its handling takes long anyway. */
-		if (len >= PGRPL_RECVQ_DIRECT)
-			break;
+		else
+			pgrpl_recvq_push(msg, len);
+		break;
 	}
 	return added;
 }

@@ -349,6 +349,7 @@ pgrpl_recover_from_error(void)
 	EmitErrorReport();
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
+	pgrpl_writer_set_busy_callback(NULL);
 	pgrpl_writer_reset();
 	LWLockReleaseAll();
 	ConditionVariableCancelSleep();
@@ -761,15 +762,16 @@ pgrpl_recv_fill(pgsocket *fd)
 
 /*
  * The writer's busy callback: while it writes a batch (milliseconds), keep
- * the socket empty, or the walsender stops until the write is done.
+ * the socket empty, or the walsender stops until the write is done.  Set
+ * only while the apply loop runs: the connection streams then, and only
+ * then may it be read.
  */
 static void
 pgrpl_recv_fill_busy(void)
 {
 	pgsocket	fd;
 
-	if (W.conn != NULL)
-		(void) pgrpl_recv_fill(&fd);
+	(void) pgrpl_recv_fill(&fd);
 }
 
 static PgrplSessionEnd
@@ -931,6 +933,7 @@ pgrpl_apply_loop(void)
 			pgrpl_check_timeout(GetCurrentTimestamp());
 	}
 
+	pgrpl_writer_set_busy_callback(NULL);
 	error_context_stack = errcallback.previous;
 	MemoryContextSwitchTo(TopMemoryContext);
 	return end;
