@@ -1006,6 +1006,8 @@ pgrpl_snapshot_retry_soon(void)
 static void
 pgrpl_spool_end(void)
 {
+	if (S.spool_slot != NULL)
+		ExecClearTuple(S.spool_slot);
 	if (S.spool != NULL)
 		tuplestore_end(S.spool);
 	S.spool = NULL;
@@ -1643,6 +1645,16 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 			d = slot_getattr(S.spool_slot, 1, &isnull);
 			spooled.row_key = isnull ? NULL : TextDatumGetCString(d);
 			spooled.new_row = TextDatumGetCString(slot_getattr(S.spool_slot, 2, &isnull));
+
+			/*
+			 * A row read back from the spool's file is allocated here, in
+			 * rowcxt, and owned by the slot: free it now, while rowcxt
+			 * holds it.  Left in the slot, the next read (or the next
+			 * table's) would pfree it after the reset above, or after
+			 * rowcxt is deleted, and corrupt the allocator (a worker
+			 * crashed in the planner of its next query that way).
+			 */
+			ExecClearTuple(S.spool_slot);
 		}
 		else
 			r = &S.rows[i];
