@@ -29,6 +29,7 @@
 #include "pgrpl_shmem.h"
 #include "pgrpl_snapshot.h"
 #include "pgrpl_stream.h"
+#include "pgrpl_writer.h"
 
 PG_FUNCTION_INFO_V1(pgrpl_check_preloaded);
 PG_FUNCTION_INFO_V1(pgrpl_create_subscription);
@@ -320,6 +321,7 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 
 	sub.start_lsn = start_lsn;
 	pgrpl_subscription_insert(&sub);
+	pgrpl_writer_create_log(sub.id);
 	/* A leftover origin of an earlier incarnation must not lend its progress. */
 	pgrpl_origin_name(MyDatabaseId, sub.id, origin, sizeof(origin));
 	replorigin_drop_by_name(origin, true, false);

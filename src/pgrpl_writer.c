@@ -331,6 +331,29 @@ pgrpl_create_partition(int64 part)
 }
 
 /*
+ * A new subscription's log: the partitions its first changes go to (ids
+ * from 0) and the next one, which the worker would otherwise create when
+ * its first changes arrive.  That is DDL with an fsync per index built
+ * (tens of milliseconds), during which the worker reads nothing and the
+ * walsender soon stops; and the tables are there for anyone to look at
+ * from the start.
+ */
+void
+pgrpl_writer_create_log(int32 subid)
+{
+	Oid			argtypes[2] = {INT4OID, INT8OID};
+	int64		dummy;
+
+	for (int64 part = 0; part < 2; part++)
+	{
+		Datum		args[2] = {Int32GetDatum(subid), Int64GetDatum(part)};
+
+		(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
+							  2, argtypes, args, &dummy);
+	}
+}
+
+/*
  * The leaf of table "base" (change or transaction) for partition "part",
  * created if missing.  The parents are locked first, as DROP TABLE of a
  * partition (purge) locks the parent before the leaf: same order, no

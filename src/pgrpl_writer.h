@@ -87,6 +87,7 @@ typedef struct PgrplRelationDesc
 } PgrplRelationDesc;
 
 extern void pgrpl_writer_check_storage(void);
+extern void pgrpl_writer_create_log(int32 subid);
 extern XLogRecPtr pgrpl_writer_session_start(int32 subid);
 extern void pgrpl_writer_begin(int32 subid);
 extern int64 pgrpl_writer_new_txn_id(void);
