@@ -20,6 +20,7 @@ PG_MODULE_MAGIC;
 
 int			pgrpl_max_workers = 8;
 int			pgrpl_partition_size = 1000000;
+int			pgrpl_idle_flush_delay = 10;
 bool		pgrpl_preloaded = false;
 
 void		_PG_init(void);
@@ -45,6 +46,13 @@ _PG_init(void)
 							&pgrpl_partition_size,
 							1000000, 100, INT_MAX / 2,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgrpl.idle_flush_delay",
+							"Time a captured transaction waits for the WAL writer, once the stream is quiet, before the worker flushes WAL itself.",
+							"The worker commits asynchronously and tells the primary a transaction is flushed only once it is durable here.  -1 leaves every flush to the WAL writer (up to wal_writer_delay later).",
+							&pgrpl_idle_flush_delay,
+							10, -1, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgrpl");
 

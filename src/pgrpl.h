@@ -14,6 +14,7 @@
 /* GUCs (pgrpl.c) */
 extern int	pgrpl_max_workers;
 extern int	pgrpl_partition_size;
+extern int	pgrpl_idle_flush_delay;
 
 /* True when the library was loaded by shared_preload_libraries. */
 extern bool pgrpl_preloaded;

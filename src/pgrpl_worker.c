@@ -55,7 +55,10 @@
 #include "pgrpl_writer.h"
 
 #define PGRPL_NAPTIME_MS		1000L
-/* Nap while a local commit is not yet flushed (by the WAL writer). */
+/*
+ * Nap while a local commit is not yet flushed, by the WAL writer or by
+ * pgrpl_flush_quiet.
+ */
 #define PGRPL_FLUSH_POLL_MS		10L
 #define PGRPL_BACKOFF_MIN_MS	1000L
 #define PGRPL_BACKOFF_MAX_MS	60000L
@@ -158,6 +161,7 @@ static struct
 	WaitEventSet *wait_set;		/* the session's socket and our latch */
 	pgsocket	wait_fd;		/* the socket in wait_set */
 	dlist_head	flush_map;
+	TimestampTz flush_pending_since;	/* oldest commit in flush_map */
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
 
 	/* for the error context */
@@ -170,6 +174,7 @@ static PgrplSessionEnd pgrpl_session(void);
 static PgrplSessionEnd pgrpl_apply_loop(void);
 static bool pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end);
 static void pgrpl_send_status(bool force, bool reply_requested);
+static void pgrpl_flush_quiet(void);
 static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
@@ -902,6 +907,7 @@ pgrpl_apply_loop(void)
 		}
 
 		pgrpl_send_status(false, false);
+		pgrpl_flush_quiet();
 		pgrpl_apply_retention();
 
 		if (pgrpl_restart_requested())
@@ -911,11 +917,11 @@ pgrpl_apply_loop(void)
 		}
 
 		/*
-		 * Our commits are asynchronous: the WAL writer flushes them within
-		 * wal_writer_delay.  While one is pending (pgrpl_send_status just
-		 * dropped the flushed ones from flush_map), look again soon, so the
-		 * primary hears "flushed" promptly once the stream goes quiet (a
-		 * full nap would hold the slot back by up to a second).
+		 * Our commits are asynchronous.  While one is pending
+		 * (pgrpl_send_status just dropped the flushed ones from flush_map),
+		 * look again soon: the WAL writer may flush it meanwhile, or else
+		 * pgrpl_flush_quiet does at the next pass, so the primary hears
+		 * "flushed" promptly once the stream goes quiet.
 		 */
 		rc = pgrpl_wait(fd, dlist_is_empty(&W.flush_map) && !pgrpl_snapshot_waiting() ?
 						PGRPL_NAPTIME_MS : PGRPL_FLUSH_POLL_MS);
@@ -1058,7 +1064,33 @@ pgrpl_remember_commit(XLogRecPtr remote_end)
 
 	pos->remote_end = remote_end;
 	pos->local_end = XactLastCommitEnd;
+	if (dlist_is_empty(&W.flush_map))
+		W.flush_pending_since = GetCurrentTimestamp();
 	dlist_push_tail(&W.flush_map, &pos->node);
+}
+
+/*
+ * The stream is quiet and a local commit has waited pgrpl.idle_flush_delay:
+ * flush our WAL ourselves and tell the primary.  Our commits are
+ * asynchronous, and the WAL writer flushes a last, partly filled WAL page
+ * only every wal_writer_delay (200 ms by default), so the end of a burst
+ * would otherwise reach the primary as "flushed" that much later, holding
+ * its slot (and whoever waits for it) back.  Busy, we never get here; on a
+ * trickle of transactions this is at most one flush per delay, not one
+ * per transaction.
+ */
+static void
+pgrpl_flush_quiet(void)
+{
+	PgrplFlushPos *last;
+
+	if (dlist_is_empty(&W.flush_map) || pgrpl_idle_flush_delay < 0 ||
+		!TimestampDifferenceExceeds(W.flush_pending_since, GetCurrentTimestamp(),
+									pgrpl_idle_flush_delay))
+		return;
+	last = dlist_tail_element(PgrplFlushPos, node, &W.flush_map);
+	XLogFlush(last->local_end);
+	pgrpl_send_status(false, false);
 }
 
 /*
