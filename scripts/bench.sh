@@ -36,10 +36,11 @@
 #               primary can decode), the pgrpl worker's peak
 #               memory, and (measured after each drain's timing) the disk
 #               use of pgrpl's log per change next to that of the built-in
-#               consumer's replica table per row.  A drain's time includes
+#               consumer's replica table per row, and the WAL the subscriber
+#               wrote during each drain per change.  A drain's time includes
 #               the consumer's final flush report (the built-in worker naps
-#               up to 1 s when idle, pgrpl polls every 10 ms while a commit
-#               awaits the WAL writer); the
+#               up to 1 s when idle, pgrpl flushes its last commit itself
+#               10 ms after the stream goes quiet, pgrpl.idle_flush_delay); the
 #               subscriber has wal_retrieve_retry_interval = 100ms, as the
 #               built-in launcher otherwise starts at most one apply worker
 #               per 5 s, which would delay every enable after the first.
@@ -324,6 +325,7 @@ checkpoint_both() {
 RESULTS='' # $BENCH/results: "workload consumer rep seconds consumer-CPU-s walsender-CPU-s"
 MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
 SIZES=''   # $BENCH/sizes:   "workload consumer rep bytes units" (record_size)
+WALS=''    # $BENCH/wal:     "workload consumer rep bytes" (subscriber WAL of a drain)
 
 # ----------------------------------------------------------- throughput --
 
@@ -422,10 +424,11 @@ drain_ceiling() {
 }
 
 drain_builtin() {
-    local w=$1 t=$2 r=$3 t0 t1 got want s size
+    local w=$1 t=$2 r=$3 t0 t1 got want s size wal0 wal
     local k=${w}_$t
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
+    wal0=$(q_s "SELECT pg_current_wal_insert_lsn()")
     t0=$(now)
     q_s "ALTER SUBSCRIPTION bi_${k}_$r ENABLE" >/dev/null
     start_sampler "bi_${k}_$r" "q_s \"SELECT pid FROM pg_stat_subscription WHERE subname = 'bi_${k}_$r' AND relid IS NULL AND pid IS NOT NULL\"" "builtin-$k-$r"
@@ -435,6 +438,8 @@ drain_builtin() {
         pgrpl_die "built-in subscription bi_${k}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
+    wal=$(q_s "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
+    echo "$k builtin $r $wal" >>"$WALS"
     stop_sampler
     s=$SAMPLE
     q_s "ALTER SUBSCRIPTION bi_${k}_$r DISABLE" >/dev/null
@@ -445,15 +450,16 @@ drain_builtin() {
     size=$(record_size "$k" builtin "$r" "SELECT pg_total_relation_size('public.bench_$w') || ' ' || count(*)
                                           FROM public.bench_$w")
     log "$t built-in rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); replica = primary: $got;" \
-        "$size B/row)"
+        "$size B/row; subscriber WAL $wal B)"
 }
 
 drain_pgrpl() {
-    local w=$1 t=$2 r=$3 t0 t1 n s size
+    local w=$1 t=$2 r=$3 t0 t1 n s size wal0 wal
     local k=${w}_$t
     local sub=pg_${k}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
     checkpoint_both
+    wal0=$(q_s "SELECT pg_current_wal_insert_lsn()")
     t0=$(now)
     q_s "SELECT pgrpl.enable_subscription('$sub')" >/dev/null
     start_sampler "$sub" "q_s \"SELECT pid FROM pgrpl.stat_subscription WHERE name = '$sub' AND pid IS NOT NULL\"" "pgrpl-$k-$r"
@@ -463,6 +469,8 @@ drain_pgrpl() {
         pgrpl_die "pgrpl subscription $sub did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
+    wal=$(q_s "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
+    echo "$k pgrpl $r $wal" >>"$WALS"
     stop_sampler
     s=$SAMPLE
     q_s "SELECT pgrpl.disable_subscription('$sub')" >/dev/null
@@ -474,7 +482,7 @@ drain_pgrpl() {
     size=$(record_size "$k" pgrpl "$r" "SELECT s.bytes || ' ' || $n FROM public.bench_log_size(
                                           (SELECT sub_id FROM pgrpl.subscription WHERE sub_name = '$sub')) s")
     log "$t pgrpl    rep $r: $(elapsed "$t0" "$t1") s (load $(load1); $(cpu_note "$s"); $n changes;" \
-        "$size B/change; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
+        "$size B/change; subscriber WAL $wal B; worker peak RssAnon $(awk '{ printf "%.1f", $2 / 1024 }' <<<"$s") MB)"
 }
 
 run_workload() {
@@ -1160,6 +1168,28 @@ print_storage() {
                 printf "%-40s %s %s %s\n", title, lp, lb, lr
             }' "$SIZES"
     done; done
+    [[ -s $WALS ]] || return 0
+    echo
+    echo "WAL the subscriber wrote during each drain (its insert position before and after; the drain's own"
+    echo "writes, with full-page images after the checkpoint that precedes every drain), per change, median:"
+    echo
+    printf '%-40s %14s %14s %10s\n' workload "pgrpl B/chg" "built-in B/chg" "pgrpl/bi"
+    for w in $WORKLOADS; do for t in $TRANSPORTS; do
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" '
+            function median(k,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            $1 == w { c[$2]++; v[$2, c[$2]] = $4 / n }
+            END {
+                if (!("pgrpl" in c) && !("builtin" in c)) exit
+                lp = ("pgrpl" in c) ? sprintf("%14.0f", median("pgrpl")) : sprintf("%14s", "-")
+                lb = ("builtin" in c) ? sprintf("%14.0f", median("builtin")) : sprintf("%14s", "-")
+                lr = (("pgrpl" in c) && ("builtin" in c)) ? sprintf("%9.2fx", median("pgrpl") / median("builtin")) : sprintf("%10s", "-")
+                printf "%-40s %s %s %s\n", title, lp, lb, lr
+            }' "$WALS"
+    done; done
 }
 
 # ----------------------------------------------------------------- main --
@@ -1174,12 +1204,13 @@ pgrpl_install_deps
 BENCH=$(pgrpl_make_workdir bench)
 cd "$BENCH" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
-RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes
+RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes WALS=$BENCH/wal
 mkfifo "$BENCH/nap.fifo"
 exec {NAP_FD}<>"$BENCH/nap.fifo"
 : >"$RESULTS"
 : >"$MEM"
 : >"$SIZES"
+: >"$WALS"
 
 pgrpl_banner "build + install pgrpl"
 # What is measured: the work tree as copied now (tracked + untracked files).
@@ -1240,7 +1271,7 @@ if want throughput; then
     echo "CREATE SUBSCRIPTION with default options (synchronous_commit = off, streaming = off, binary ="
     echo "false), copy_data = false; pgrpl = default settings (its worker commits asynchronously too)."
     echo "Times include the consumer's last flush report (built-in: after up to 1 s of idle nap;"
-    echo "pgrpl: within ~10 ms of the WAL writer's flush)."
+    echo "pgrpl: it flushes its last commit itself 10 ms after the stream goes quiet)."
     echo "consumer/walsndr CPU: CPU time (user + system) the consumer process and the walsender"
     echo "serving it used during the drain; a process near 100% of the drain time is the bottleneck."
     echo "walsndr-bound/s: changes / CPU seconds of the walsender serving pgrpl (median), the most one"
