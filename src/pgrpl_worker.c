@@ -155,6 +155,7 @@ static struct
 	XLogRecPtr	last_flush_sent;
 	TimestampTz last_status_time;
 	TimestampTz last_recv_time;
+	TimestampTz last_data_time; /* of the last XLogData ('w') message */
 	bool		ping_sent;
 	TimestampTz streaming_since;	/* this session streams since, or 0 */
 	TimestampTz last_commit;	/* of the last group */
@@ -1070,23 +1071,30 @@ pgrpl_remember_commit(XLogRecPtr remote_end)
 }
 
 /*
- * The stream is quiet and a local commit has waited pgrpl.idle_flush_delay:
- * flush our WAL ourselves and tell the primary.  Our commits are
- * asynchronous, and the WAL writer flushes a last, partly filled WAL page
- * only every wal_writer_delay (200 ms by default), so the end of a burst
- * would otherwise reach the primary as "flushed" that much later, holding
- * its slot (and whoever waits for it) back.  Busy, we never get here; on a
- * trickle of transactions this is at most one flush per delay, not one
- * per transaction.
+ * No data has arrived for pgrpl.idle_flush_delay and a local commit has
+ * waited that long: flush our WAL ourselves and tell the primary.  Our
+ * commits are asynchronous, and the WAL writer flushes a last, partly
+ * filled WAL page only every wal_writer_delay (200 ms by default), so the
+ * end of a burst would otherwise reach the primary as "flushed" that much
+ * later, holding its slot (and whoever waits for it) back.  Not while
+ * data keeps arriving, even if the socket is dry at times (a worker
+ * faster than its walsender often finds it so): each flush we report
+ * moves the slot, and the walsender may write the slot's state to disk
+ * each time.  On a trickle of transactions this is at most one flush per
+ * delay, not one per transaction.
  */
 static void
 pgrpl_flush_quiet(void)
 {
 	PgrplFlushPos *last;
+	TimestampTz now;
 
-	if (dlist_is_empty(&W.flush_map) || pgrpl_idle_flush_delay < 0 ||
-		!TimestampDifferenceExceeds(W.flush_pending_since, GetCurrentTimestamp(),
-									pgrpl_idle_flush_delay))
+	if (dlist_is_empty(&W.flush_map) || pgrpl_idle_flush_delay < 0)
+		return;
+	now = GetCurrentTimestamp();
+	/* Keepalives do not count: a caught-up walsender sends one per wakeup. */
+	if (!TimestampDifferenceExceeds(W.flush_pending_since, now, pgrpl_idle_flush_delay) ||
+		!TimestampDifferenceExceeds(W.last_data_time, now, pgrpl_idle_flush_delay))
 		return;
 	last = dlist_tail_element(PgrplFlushPos, node, &W.flush_map);
 	XLogFlush(last->local_end);
@@ -1431,6 +1439,7 @@ pgrpl_handle_copydata(char *buf, int len, PgrplSessionEnd *end)
 
 	if (cd.kind == 'w')
 	{
+		W.last_data_time = W.last_recv_time;
 		W.cur_lsn = cd.data_start;
 		stop = pgrpl_apply_message(&cd.payload);
 		/* Later errors (e.g. in walrcv_receive) are not about this message. */
