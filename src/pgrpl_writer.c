@@ -317,12 +317,12 @@ pgrpl_log_relid(const char *name)
 	return get_relname_relid(name, get_namespace_oid(PGRPL_SCHEMA, false));
 }
 
-/* Create partition "part" of the subscription's log (and its parents). */
+/* Create partition "part" of subscription subid's log (and its parents). */
 static void
-pgrpl_create_partition(int64 part)
+pgrpl_create_partition(int32 subid, int64 part)
 {
 	Oid			argtypes[2] = {INT4OID, INT8OID};
-	Datum		args[2] = {Int32GetDatum(writer_subid), Int64GetDatum(part)};
+	Datum		args[2] = {Int32GetDatum(subid), Int64GetDatum(part)};
 	int64		dummy;
 
 	(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
@@ -341,16 +341,8 @@ pgrpl_create_partition(int64 part)
 void
 pgrpl_writer_create_log(int32 subid)
 {
-	Oid			argtypes[2] = {INT4OID, INT8OID};
-	int64		dummy;
-
-	for (int64 part = 0; part < 2; part++)
-	{
-		Datum		args[2] = {Int32GetDatum(subid), Int64GetDatum(part)};
-
-		(void) pgrpl_spi_int8("SELECT 0 FROM pgrpl.ensure_partition($1, $2)",
-							  2, argtypes, args, &dummy);
-	}
+	pgrpl_create_partition(subid, 0);
+	pgrpl_create_partition(subid, 1);
 }
 
 /*
@@ -381,7 +373,7 @@ pgrpl_open_leaf(const char *base, int64 part, int natts)
 	leaf = pgrpl_log_relid(leafname);
 	if (!OidIsValid(sub) || !OidIsValid(leaf))
 	{
-		pgrpl_create_partition(part);
+		pgrpl_create_partition(writer_subid, part);
 		sub = pgrpl_log_relid(subname);
 		leaf = pgrpl_log_relid(leafname);
 		if (!OidIsValid(sub) || !OidIsValid(leaf))
@@ -575,7 +567,7 @@ pgrpl_writer_use_partition(int64 part)
 	if (part == PGRPL_PART_OF(next_txn_id) &&
 		!OidIsValid(pgrpl_log_relid(psprintf("change_%d_" INT64_FORMAT,
 											 writer_subid, part + 1))))
-		pgrpl_create_partition(part + 1);
+		pgrpl_create_partition(writer_subid, part + 1);
 	MemoryContextSwitchTo(oldcxt);
 	return l;
 }
