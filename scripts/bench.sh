@@ -87,6 +87,10 @@
 #                        and its walsender during each drain into it
 #   PGRPL_BENCH_PERF_EVENT  perf record's event options instead of sampling
 #                        (e.g. "-e sched:sched_switch": where each one sleeps)
+#   PGRPL_BENCH_PERF_SCHED=1  also `perf sched record -a -g` the whole machine
+#                        during each drain ($tag-sched.data, the consumer's and
+#                        the walsender's pids in $tag-pids), for
+#                        `perf sched timehist -p PID`: who waits for whom
 #   PGRPL_BENCH_TIMEOUT  limit of one drain in seconds (1800; --quick: 120)
 #   PGRPL_BENCH_STREAM_WORK_MEM  the walsender's logical_decoding_work_mem in
 #                        the streaming part (64MB; --quick: 64kB), set through
@@ -266,6 +270,11 @@ proc_sampler() {
         perfs+=($!)
         perf record -q -g ${PGRPL_BENCH_PERF_EVENT:--F ${PGRPL_BENCH_PERF_FREQ:-499}} -p "$wpid" -o "$PGRPL_BENCH_PERF/$tag-walsender.data" >/dev/null 2>&1 &
         perfs+=($!)
+        if [[ -n ${PGRPL_BENCH_PERF_SCHED:-} ]]; then
+            echo "$pid $wpid" >"$PGRPL_BENCH_PERF/$tag-pids"
+            perf sched record -a -g -o "$PGRPL_BENCH_PERF/$tag-sched.data" >/dev/null 2>&1 &
+            perfs+=($!)
+        fi
     fi
     for ((i = 0; i < DRAIN_TIMEOUT * 10 + 50; i++)); do
         cpu_ticks "$pid" c

@@ -60,10 +60,15 @@ enum
  * Rows of a table are buffered and written with table_multi_insert (one
  * WAL record and one buffer lock per page instead of per row, as COPY
  * does), then indexed.  The buffer is bounded in rows and bytes, so memory
- * does not grow with the remote transaction.
+ * does not grow with the remote transaction.  The byte bound is small for
+ * another reason: table_multi_insert TOASTs and writes the whole batch
+ * before we can read the socket again (see the busy callback), and a Unix
+ * socket holds only about 200 kB.  With 4 MB batches of 14 kB values the
+ * walsender waited on a full socket for 25-45 ms per batch, half of the time
+ * it had to decode them; 256 kB is a millisecond or two of writing.
  */
 #define PGRPL_BATCH_ROWS	1000
-#define PGRPL_BATCH_BYTES	(4 * 1024 * 1024)
+#define PGRPL_BATCH_BYTES	(256 * 1024)
 
 /* Rows indexed between two calls of the busy callback (about 1 ms). */
 #define PGRPL_BUSY_CALLBACK_ROWS	256
