@@ -44,6 +44,11 @@
 #               subscriber has wal_retrieve_retry_interval = 100ms, as the
 #               built-in launcher otherwise starts at most one apply worker
 #               per 5 s, which would delay every enable after the first.
+#               Both servers run with autovacuum = off (a vacuum of what
+#               one drain wrote ran into the next); the subscriber is
+#               warmed up first (more than shared_buffers written and
+#               checkpointed: WAL segments to recycle, buffers touched), so
+#               the first drain does not pay for a new server.
 #   latency     Single-row transactions at ~20/s: commit on the primary to
 #               row visible on the subscriber, p50/p99, pgrpl and built-in.
 #   queries     Synthetic change logs written straight into pgrpl's storage
@@ -328,6 +333,22 @@ nap() { read -rt "$1" -u "$NAP_FD" _ || true; }
 # CHECKPOINT both servers: every drain starts without dirty buffers.
 checkpoint_both() {
     q_p "CHECKPOINT" >/dev/null
+    q_s "CHECKPOINT" >/dev/null
+}
+
+# A server started moments ago makes its first drain pay for what a
+# running one has done long ago: creating WAL segment files (16 MB of zeros
+# each: 13% of pgrpl's worker's CPU in a first drain of (c)) and the first
+# touch of every shared buffer.  Whoever drained first paid it.  Write more
+# than shared_buffers through them once, then checkpoint twice, so the
+# segments are recycled and every drain finds them.
+warm_up() {
+    local rows
+    rows=$(awk -v s="$SCALE" 'BEGIN { n = int(400000 * s); print (n < 2000 ? 2000 : n) }')
+    q_s "CREATE TABLE public.bench_warm (v text)" >/dev/null
+    q_s "INSERT INTO public.bench_warm SELECT repeat(md5(g::text), 30) FROM generate_series(1, $rows) g" >/dev/null
+    q_s "DROP TABLE public.bench_warm" >/dev/null
+    q_s "CHECKPOINT" >/dev/null
     q_s "CHECKPOINT" >/dev/null
 }
 
@@ -1238,8 +1259,13 @@ BENCH_SQL=$BENCH/build/scripts/bench
 pgrpl_banner "start primary and subscriber"
 PPORT=$(pgrpl_free_port 54501)
 SPORT=$(pgrpl_free_port $((PPORT + 1)))
+# autovacuum off: on two cores a worker vacuuming what one drain wrote (the
+# replica table, the log's TOAST, the primary's backlog) took CPU from
+# whichever consumer drained next (seen: 6 s of VACUUM across two drains).
+# The parts that query run VACUUM ANALYZE themselves.
 COMMON_CONF=("shared_buffers = 256MB" "max_wal_size = 32GB" "min_wal_size = 1GB"
-    "checkpoint_timeout = 1h" "max_replication_slots = 32" "max_wal_senders = 32")
+    "checkpoint_timeout = 1h" "max_replication_slots = 32" "max_wal_senders = 32"
+    "autovacuum = off")
 pgrpl_start_cluster "$PRIMARY" "$PPORT" "$BENCH" "wal_level = logical" "${COMMON_CONF[@]}"
 # wal_retrieve_retry_interval: the built-in launcher starts at most one apply
 # worker per interval (default 5 s), which would add up to 5 s to a drain.
@@ -1253,6 +1279,7 @@ psql_p -f "$BENCH_SQL/tables.sql"
 psql_p -f "$BENCH_SQL/primary.sql"
 psql_s -f "$BENCH_SQL/tables.sql"
 psql_s -f "$BENCH_SQL/subscriber.sql"
+warm_up
 echo "primary 127.0.0.1:$PPORT, subscriber 127.0.0.1:$SPORT, under $BENCH"
 q_p "SELECT version()"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
