@@ -181,6 +181,23 @@ SELECT count(*) AS subscriptions FROM pgrpl.subscription;
 SELECT count(*) AS slots FROM pg_replication_slots;
 SELECT public.wait_no_walsender('api_in_xact');
 
+-- A failure after the slot was created drops the slot again: otherwise the
+-- primary keeps WAL for a slot nobody reads, and a retry is told it exists.
+CREATE FUNCTION public.api_refuse() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'refused by a test trigger'; END $$;
+CREATE TRIGGER api_refuse BEFORE INSERT ON pgrpl.subscription
+    FOR EACH ROW EXECUTE FUNCTION public.api_refuse();
+SELECT public.create_sub('api_undo', ARRAY['api_pub']);
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name = 'api_undo';
+SELECT count(*) AS subscriptions FROM pgrpl.subscription WHERE sub_name = 'api_undo';
+DROP TRIGGER api_refuse ON pgrpl.subscription;
+DROP FUNCTION public.api_refuse();
+-- The retry creates it.
+SELECT public.create_sub('api_undo', ARRAY['api_pub']);
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name = 'api_undo';
+SELECT pgrpl.drop_subscription('api_undo');
+SELECT public.wait_no_walsender('api_undo');
+
 -- ---- a disabled subscription -------------------------------------------------
 
 SELECT pgrpl.create_subscription('api_disabled', public.loopback_conninfo(), ARRAY['api_pub'],

@@ -235,19 +235,109 @@ pgrpl_retention_arg(FunctionCallInfo fcinfo, int n)
 	return retention;
 }
 
+static void pgrpl_drop_slot_or_warn(PgrplSubscription *sub);
+
+/* What create_subscription learns from the primary before any local write. */
+typedef struct PgrplRemoteSetup
+{
+	XLogRecPtr	start_lsn;
+	List	   *tables;			/* PgrplTableName of the published tables */
+} PgrplRemoteSetup;
+
+/*
+ * The part of create_subscription that talks to the primary: checks, the
+ * published tables, the slot.  *slot_created is set as soon as the slot
+ * exists, before anything else can fail.
+ */
+static void
+pgrpl_setup_remote(PgrplSubscription *sub, bool create_slot, bool failover_given,
+				   bool list_tables, bool copy_data, PgrplRemoteSetup *out,
+				   volatile bool *slot_created)
+{
+	WalReceiverConn *conn;
+	char		local_sysid[32];
+	bool		loopback;
+
+	conn = pgrpl_stream_connect(sub->conninfo, sub->name);
+	/* Close the connection on error too, or its walsender lingers. */
+	PG_TRY();
+	{
+		sub->system_identifier = pgrpl_stream_identify(conn);
+		snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
+		loopback = strcmp(sub->system_identifier, local_sysid) == 0;
+		pgrpl_check_publications(conn, sub->publications);
+		if (sub->failover)
+			pgrpl_check_failover_supported(conn);
+		if (copy_data)
+			pgrpl_snapshot_check_primary(conn);
+		/* Read before the slot exists: what is there now gets copied. */
+		if (list_tables)
+			out->tables = pgrpl_published_tables(conn, sub->publications, loopback);
+		out->start_lsn = pgrpl_prepare_slot(conn, sub->slot_name, create_slot, loopback);
+		*slot_created = create_slot;
+		/* Not given: a slot of ours is none, an existing one stays as it is. */
+		if (!failover_given && !create_slot)
+			sub->failover = pgrpl_remote_slot_failover(conn, sub->slot_name);
+		/* A slot is created without it (PG15's walrcv_create_slot has no such option). */
+		pgrpl_sync_slot_failover(conn, sub->slot_name, sub->failover);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * create_subscription failed after it created the slot (in a later check on
+ * the primary, or while writing the catalogs): drop the slot again, or the
+ * primary keeps WAL for a slot nobody reads, and a retry is told the slot
+ * already exists.  Called from PG_CATCH: rethrows the error being handled
+ * (a failure to drop becomes a WARNING first).  Only libpq work happens
+ * here, nothing that needs the failed transaction.
+ */
+static void
+pgrpl_undo_new_slot(PgrplSubscription *sub, MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	PG_TRY();
+	{
+		pgrpl_drop_slot_or_warn(sub);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *dropfail;
+
+		MemoryContextSwitchTo(cxt);
+		dropfail = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(dropfail->sqlerrcode),
+				 errmsg("could not drop replication slot \"%s\" created by the failed pgrpl.create_subscription", sub->slot_name),
+				 errdetail("%s", dropfail->message),
+				 errhint("Drop the slot on the primary by hand with SELECT pg_drop_replication_slot('%s');",
+						 sub->slot_name)));
+	}
+	PG_END_TRY();
+	ReThrowError(edata);
+}
+
 Datum
 pgrpl_create_subscription(PG_FUNCTION_ARGS)
 {
 	PgrplSubscription sub = {0};
 	bool		create_slot;
-	WalReceiverConn *conn;
-	XLogRecPtr	start_lsn;
-	char		local_sysid[32];
+	PgrplRemoteSetup remote = {0};
+	volatile bool slot_created = false;
+	MemoryContext fncxt = CurrentMemoryContext;
 	char		origin[NAMEDATALEN];
 	Interval   *retention;
 	bool		failover_given;
 	bool		copy_data;
-	List	   *tables = NIL;
 	ListCell   *lc;
 	ErrorContextCallback hide;
 
@@ -290,71 +380,54 @@ pgrpl_create_subscription(PG_FUNCTION_ARGS)
 				 errdetail("Creating the replication slot on the primary cannot be rolled back."),
 				 errhint("Run it on its own, or create the slot first and pass create_slot => false.")));
 
-	conn = pgrpl_stream_connect(sub.conninfo, sub.name);
-	/* Close the connection on error too, or its walsender lingers. */
 	PG_TRY();
 	{
-		sub.system_identifier = pgrpl_stream_identify(conn);
-		snprintf(local_sysid, sizeof(local_sysid), UINT64_FORMAT, GetSystemIdentifier());
-		pgrpl_check_publications(conn, sub.publications);
-		if (sub.failover)
-			pgrpl_check_failover_supported(conn);
-		if (copy_data)
-			pgrpl_snapshot_check_primary(conn);
-		/* Read before the slot exists: what is there now gets copied. */
-		if (PG_NARGS() > 12)
-			tables = pgrpl_published_tables(conn, sub.publications,
-											strcmp(sub.system_identifier, local_sysid) == 0);
-		start_lsn = pgrpl_prepare_slot(conn, sub.slot_name, create_slot,
-									   strcmp(sub.system_identifier, local_sysid) == 0);
-		/* Not given: a slot of ours is none, an existing one stays as it is. */
-		if (!failover_given && !create_slot)
-			sub.failover = pgrpl_remote_slot_failover(conn, sub.slot_name);
-		/* A slot is created without it (PG15's walrcv_create_slot has no such option). */
-		pgrpl_sync_slot_failover(conn, sub.slot_name, sub.failover);
+		pgrpl_setup_remote(&sub, create_slot, failover_given, PG_NARGS() > 12,
+						   copy_data, &remote, &slot_created);
+		sub.start_lsn = remote.start_lsn;
+		pgrpl_subscription_insert(&sub);
+		pgrpl_writer_create_log(sub.id);
+		/* A leftover origin of an earlier incarnation must not lend its progress. */
+		pgrpl_origin_name(MyDatabaseId, sub.id, origin, sizeof(origin));
+		replorigin_drop_by_name(origin, true, false);
+		(void) replorigin_create(origin);
+
+		if (retention != NULL)
+			pgrpl_subscription_set_option(sub.id, "retention", INTERVALOID,
+										  IntervalPGetDatum(retention), false);
+		if (PG_NARGS() > 8)
+			pgrpl_subscription_set_option(sub.id, "streaming", BOOLOID,
+										  BoolGetDatum(sub.streaming), false);
+		if (PG_NARGS() > 9)
+			pgrpl_subscription_set_option(sub.id, "two_phase", BOOLOID,
+										  BoolGetDatum(sub.two_phase), false);
+		if (PG_NARGS() > 11)
+		{
+			pgrpl_subscription_set_option(sub.id, "origin", TEXTOID,
+										  CStringGetTextDatum(sub.origin_none ? "none" : "any"),
+										  false);
+			pgrpl_subscription_set_option(sub.id, "failover", BOOLOID,
+										  BoolGetDatum(sub.failover), false);
+		}
+		/* Every published table is known; copied if copy_data. */
+		foreach(lc, remote.tables)
+		{
+			PgrplTableName *t = lfirst(lc);
+
+			pgrpl_snapshot_request(sub.id, t->schema_name, t->table_name, copy_data, true);
+		}
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		walrcv_disconnect(conn);
+		if (slot_created)
+			pgrpl_undo_new_slot(&sub, fncxt);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-
-	sub.start_lsn = start_lsn;
-	pgrpl_subscription_insert(&sub);
-	pgrpl_writer_create_log(sub.id);
-	/* A leftover origin of an earlier incarnation must not lend its progress. */
-	pgrpl_origin_name(MyDatabaseId, sub.id, origin, sizeof(origin));
-	replorigin_drop_by_name(origin, true, false);
-	(void) replorigin_create(origin);
-
-	if (retention != NULL)
-		pgrpl_subscription_set_option(sub.id, "retention", INTERVALOID,
-									  IntervalPGetDatum(retention), false);
-	if (PG_NARGS() > 8)
-		pgrpl_subscription_set_option(sub.id, "streaming", BOOLOID,
-									  BoolGetDatum(sub.streaming), false);
-	if (PG_NARGS() > 9)
-		pgrpl_subscription_set_option(sub.id, "two_phase", BOOLOID,
-									  BoolGetDatum(sub.two_phase), false);
-	if (PG_NARGS() > 11)
-	{
-		pgrpl_subscription_set_option(sub.id, "origin", TEXTOID,
-									  CStringGetTextDatum(sub.origin_none ? "none" : "any"),
-									  false);
-		pgrpl_subscription_set_option(sub.id, "failover", BOOLOID,
-									  BoolGetDatum(sub.failover), false);
-	}
-	/* Every published table is known; copied if copy_data. */
-	foreach(lc, tables)
-	{
-		PgrplTableName *t = lfirst(lc);
-
-		pgrpl_snapshot_request(sub.id, t->schema_name, t->table_name, copy_data, true);
-	}
 	if (sub.enabled)
 		pgrpl_at_end_of_xact(sub.id, PGRPL_ACTION_START, PGRPL_ACTION_NONE);
 	error_context_stack = hide.previous;
-	PG_RETURN_LSN(start_lsn);
+	PG_RETURN_LSN(remote.start_lsn);
 }
 
 /* Drop the slot on the primary; a WARNING, not an ERROR, if unreachable. */
