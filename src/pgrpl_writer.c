@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -96,6 +97,7 @@ typedef struct PgrplTarget
 	int			nbuffered;
 	Size		bytes;
 	MemoryContext batchcxt;		/* the buffered tuples */
+	BulkInsertState bistate;	/* see pgrpl_target_open */
 } PgrplTarget;
 
 /* The two leaves of one partition. */
@@ -477,6 +479,17 @@ pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index
 	t->bytes = 0;
 	t->batchcxt = AllocSetContextCreate(TopTransactionContext, "pgrpl batch",
 										ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * As COPY: the log only grows, so keep the page being filled pinned
+	 * from one batch to the next, and write through a ring of buffers
+	 * rather than through all of shared_buffers.  A new worker process
+	 * first-touches every buffer it uses (page faults: a fifth of its CPU
+	 * on wide rows); the log's pages are not read again soon.  (TOASTed
+	 * values do not use it: heap_toast_insert_or_update has no such state.)
+	 * Lives in TopTransactionContext: an abort releases its pin.
+	 */
+	t->bistate = GetBulkInsertState();
 }
 
 void
@@ -492,7 +505,7 @@ pgrpl_target_flush(PgrplTarget *t)
 	if (t->nbuffered == 0)
 		return;
 	table_multi_insert(t->rel, t->slots, t->nbuffered,
-					   GetCurrentCommandId(true), 0, NULL);
+					   GetCurrentCommandId(true), 0, t->bistate);
 	if (busy_callback != NULL)
 		busy_callback();
 	for (int i = 0; i < t->nbuffered; i++)
@@ -513,6 +526,8 @@ static void
 pgrpl_target_close(PgrplTarget *t)
 {
 	pgrpl_target_flush(t);
+	FreeBulkInsertState(t->bistate);
+	t->bistate = NULL;
 	ExecCloseIndices(t->rri);
 	pgrpl_slot_set_put(t->set);
 	t->set = NULL;
