@@ -36,8 +36,9 @@
 #               primary can decode), the pgrpl worker's peak
 #               memory, and (measured after each drain's timing) the disk
 #               use of pgrpl's log per change next to that of the built-in
-#               consumer's replica table per row, and the WAL the subscriber
-#               wrote during each drain per change.  A drain's time includes
+#               consumer's replica table per row, the WAL the subscriber
+#               wrote during each drain per change, and over TCP the
+#               segments the walsender sent (ss -ti) and bytes per segment.  A drain's time includes
 #               the consumer's final flush report (the built-in worker naps
 #               up to 1 s when idle, pgrpl flushes its last commit itself
 #               10 ms after the stream goes quiet, pgrpl.idle_flush_delay); the
@@ -356,6 +357,7 @@ RESULTS='' # $BENCH/results: "workload consumer rep seconds consumer-CPU-s walse
 MEM=''     # $BENCH/mem:     "workload rep pid peak-RssAnon-kB VmHWM-kB consumer-CPU-s walsender-CPU-s"
 SIZES=''   # $BENCH/sizes:   "workload consumer rep bytes units" (record_size)
 WALS=''    # $BENCH/wal:     "workload consumer rep bytes" (subscriber WAL of a drain)
+SEGS=''    # $BENCH/segs:    "workload consumer rep segments bytes" (TCP drains)
 
 # ----------------------------------------------------------- throughput --
 
@@ -432,6 +434,23 @@ record_size() {
     awk '{ printf "%.0f", ($2 > 0 ? $1 / $2 : 0) }' <<<"$line"
 }
 
+# tcp_segments: "data-segments bytes" the primary has sent so far on its
+# busiest established TCP connection (the walsender serving the drain that
+# just reached its target), from `ss -ti`; nothing without ss or over the
+# Unix socket.  The walsender sends every message with its own send(); how
+# many leave together depends on the consumer (see print_segments).
+tcp_segments() {
+    [[ $1 == tcp ]] && command -v ss >/dev/null 2>&1 || return 0
+    ss -tinH state established "( sport = :$PPORT )" 2>/dev/null |
+        awk '{ b = 0; n = 0
+               for (i = 1; i <= NF; i++) {
+                   if ($i ~ /^bytes_sent:/) { split($i, x, ":"); b = x[2] }
+                   if ($i ~ /^data_segs_out:/) { split($i, x, ":"); n = x[2] }
+               }
+               if (b > best) { best = b; segs = n } }
+             END { if (best > 0) print segs, best }' || true
+}
+
 # "CPU: consumer X s, walsender Y s" of a sampler line
 cpu_note() { awk '{ printf "CPU s: consumer %s, walsender %s", $4, $5 }' <<<"$1"; }
 
@@ -454,7 +473,7 @@ drain_ceiling() {
 }
 
 drain_builtin() {
-    local w=$1 t=$2 r=$3 t0 t1 got want s size wal0 wal
+    local w=$1 t=$2 r=$3 t0 t1 got want s size wal0 wal seg
     local k=${w}_$t
     q_s "TRUNCATE public.bench_$w" >/dev/null
     checkpoint_both
@@ -468,6 +487,8 @@ drain_builtin() {
         pgrpl_die "built-in subscription bi_${k}_$r did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
+    seg=$(tcp_segments "$t")
+    [[ -z $seg ]] || echo "$k builtin $r $seg" >>"$SEGS"
     wal=$(q_s "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
     echo "$k builtin $r $wal" >>"$WALS"
     stop_sampler
@@ -484,7 +505,7 @@ drain_builtin() {
 }
 
 drain_pgrpl() {
-    local w=$1 t=$2 r=$3 t0 t1 n s size wal0 wal
+    local w=$1 t=$2 r=$3 t0 t1 n s size wal0 wal seg
     local k=${w}_$t
     local sub=pg_${k}_$r
     q_s "TRUNCATE pgrpl.change, pgrpl.transaction" >/dev/null
@@ -499,6 +520,8 @@ drain_pgrpl() {
         pgrpl_die "pgrpl subscription $sub did not reach $TARGET in ${DRAIN_TIMEOUT}s"
     fi
     t1=$(now)
+    seg=$(tcp_segments "$t")
+    [[ -z $seg ]] || echo "$k pgrpl $r $seg" >>"$SEGS"
     wal=$(q_s "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$wal0')")
     echo "$k pgrpl $r $wal" >>"$WALS"
     stop_sampler
@@ -1222,6 +1245,33 @@ print_storage() {
     done; done
 }
 
+# The TCP segments the walsender sent per drain (median) and the bytes per
+# segment, pgrpl and built-in.
+print_segments() {
+    [[ -s $SEGS ]] || return 0
+    echo
+    echo "TCP segments the walsender sent during each drain (data segments of its connection, from"
+    echo "ss -ti), median, and bytes per segment.  It sends every message with its own send(); they"
+    echo "leave together only when they cannot leave at once (a consumer that lags):"
+    echo
+    printf '%-40s %12s %8s %12s %8s\n' workload "pgrpl segs" "B/seg" "built-in" "B/seg"
+    for w in $WORKLOADS; do
+        awk -v w="${w}_tcp" -v title="${W_TITLE[$w]}, tcp" '
+            function median(k, f,   i, j, m, tmp, a) {
+                m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i, f]
+                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            }
+            $1 == w { c[$2]++; v[$2, c[$2], 1] = $4; v[$2, c[$2], 2] = ($4 > 0 ? $5 / $4 : 0) }
+            END {
+                if (!("pgrpl" in c) && !("builtin" in c)) exit
+                lp = ("pgrpl" in c) ? sprintf("%12.0f %8.0f", median("pgrpl", 1), median("pgrpl", 2)) : sprintf("%12s %8s", "-", "-")
+                lb = ("builtin" in c) ? sprintf("%12.0f %8.0f", median("builtin", 1), median("builtin", 2)) : sprintf("%12s %8s", "-", "-")
+                printf "%-40s %s %s\n", title, lp, lb
+            }' "$SEGS"
+    done
+}
+
 # ----------------------------------------------------------------- main --
 
 pgrpl_require_root
@@ -1234,13 +1284,14 @@ pgrpl_install_deps
 BENCH=$(pgrpl_make_workdir bench)
 cd "$BENCH" # commands run as postgres inherit it; the checkout may be root-only
 PRIMARY=$BENCH/primary SUBSCRIBER=$BENCH/subscriber
-RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes WALS=$BENCH/wal
+RESULTS=$BENCH/results MEM=$BENCH/mem SIZES=$BENCH/sizes WALS=$BENCH/wal SEGS=$BENCH/segs
 mkfifo "$BENCH/nap.fifo"
 exec {NAP_FD}<>"$BENCH/nap.fifo"
 : >"$RESULTS"
 : >"$MEM"
 : >"$SIZES"
 : >"$WALS"
+: >"$SEGS"
 
 pgrpl_banner "build + install pgrpl"
 # What is measured: the work tree as copied now (tracked + untracked files).
@@ -1323,6 +1374,7 @@ if want throughput; then
     echo "dead tuples its UPDATEs and DELETEs left that vacuum has not yet reclaimed."
     echo
     print_storage
+    print_segments
 fi
 if want latency; then
     echo
