@@ -482,12 +482,13 @@ pgrpl_target_open(PgrplTarget *t, const char *base, int64 part, int natts, Index
 
 	/*
 	 * As COPY: the log only grows, so keep the page being filled pinned
-	 * from one batch to the next, and write through a ring of buffers
-	 * rather than through all of shared_buffers.  A new worker process
-	 * first-touches every buffer it uses (page faults: a fifth of its CPU
-	 * on wide rows); the log's pages are not read again soon.  (TOASTed
-	 * values do not use it: heap_toast_insert_or_update has no such state.)
-	 * Lives in TopTransactionContext: an abort releases its pin.
+	 * from one batch to the next, and take new heap pages from a ring of
+	 * buffers rather than evicting others all over shared_buffers (the
+	 * log's pages are not read again soon).  Measured: about 8% less of
+	 * the worker's CPU on small rows.  Indexes and TOASTed values still
+	 * go through the whole pool (heap_toast_insert_or_update has no such
+	 * state).  Allocated in TopTransactionContext: an abort frees it and
+	 * releases its pin, so pgrpl_writer_reset need not.
 	 */
 	t->bistate = GetBulkInsertState();
 }
