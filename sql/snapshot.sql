@@ -182,14 +182,25 @@ INSERT INTO sn_ty (id, t, f8, nu, tz, jb)
   SELECT g, 'r' || g, g / 3.0, g / 7.0, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second',
          jsonb_build_object('g', g, 'h', ARRAY[g, -g])
     FROM generate_series(4, 20003) g;
+-- Chunks come as COPY text: what it escapes (tab, newline, carriage
+-- return, backslash, other control characters) and its null marker \N
+-- written as a value, in values, in arrays and in keys.
+INSERT INTO sn_ty (id, t, vc, ta, js) VALUES
+  (-1, E'tab\there\nnew\rline \\ back \\N \b\f\v', 'N', ARRAY[E'\\N', E'x\ty', NULL], '"\\N"'),
+  (0, E'\\N', E'\t', ARRAY['N'], NULL);
 CREATE TABLE sn_tyu (id int PRIMARY KEY, t text, m sn_mood, ms sn_mood[]);
-INSERT INTO sn_tyu VALUES (1, 'x', 'ok', '{sad,ok}'), (2, NULL, NULL, NULL), (3, 'z', 'sad', '{}');
-CREATE PUBLICATION sn_typub FOR TABLE sn_ty, sn_tyu;
+INSERT INTO sn_tyu VALUES (1, 'x', 'ok', '{sad,ok}'), (2, NULL, NULL, NULL), (3, 'z', 'sad', '{}'),
+  (4, E'\\N', NULL, NULL), (5, E'a\tb\nc\\', 'ok', '{}');
+CREATE TABLE sn_esc (k text PRIMARY KEY, v int);
+INSERT INTO sn_esc VALUES (E'a\tb', 1), (E'\\N', 2), ('N', 3), (E'line\nbreak', 4), (E'back\\slash', 5), ('', 6);
+CREATE PUBLICATION sn_typub FOR TABLE sn_ty, sn_tyu, sn_esc;
 SELECT pgrpl.create_subscription('sn_ty', public.loopback_conninfo(), ARRAY['sn_typub']) IS NOT NULL AS created;
 SELECT public.wait_snapshot('sn_ty');
 SELECT relation, state, rows_copied, chunks FROM pgrpl.stat_snapshot WHERE subscription = 'sn_ty' ORDER BY relation;
 SELECT * FROM public.same_as_primary('sn_ty', 'sn_ty');
 SELECT * FROM public.same_as_primary('sn_ty', 'sn_tyu');
+SELECT * FROM public.same_as_primary('sn_ty', 'sn_esc');
+SELECT r::text FROM pgrpl.table_as_of('sn_ty', 'sn_esc') r ORDER BY (r->>'v')::int;
 -- Each value by itself, for the first three rows (none differs).  Times
 -- and intervals as the stream's connection shows them (as pg_regress's do
 -- not).
@@ -218,6 +229,6 @@ SELECT pgrpl.drop_subscription('sn_k');
 SELECT pgrpl.drop_subscription('sn_ty');
 SELECT count(*) AS snapshot_rows_left FROM pgrpl.snapshot;
 DROP PUBLICATION sn_pub, sn_fpub, sn_proot, sn_pleaf, sn_wpub, sn_kpub, sn_typub;
-DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2, sn_ty, sn_tyu;
+DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2, sn_ty, sn_tyu, sn_esc;
 DROP TYPE sn_mood;
 DROP FUNCTION public.wait_snapshot(text), public.same_as_primary(text, regclass);

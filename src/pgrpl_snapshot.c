@@ -150,6 +150,7 @@ static struct
 	int			maxwindow;
 	TransactionId *window;
 	int			nrows;
+	int			maxrows;
 	bool		chunk_is_last;	/* the chunk reaches the table's end */
 	PgrplChunkRow *rows;
 
@@ -873,6 +874,53 @@ pgrpl_snapshot_begin_read(void)
 }
 
 /*
+ * A row of a chunk (pgrpl_remote_copy), kept in S.chunkcxt: the paging
+ * key's text[], then the columns' text (local_convert) or the row's key
+ * and the row as jsonb text.  The primary printed the key with
+ * jsonb_object_agg, in the form jsonb_out gives the log's keys here
+ * (sorted keys, one spacing), compared as text by the stale-key filter:
+ * parsing it again here took most of a chunk's read.
+ */
+static void
+pgrpl_chunk_row(char **fields, void *arg)
+{
+	PgrplChunkRow *r;
+
+	if (S.nrows == S.maxrows)
+	{
+		S.maxrows *= 2;
+		S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * S.maxrows);
+	}
+	r = &S.rows[S.nrows++];
+	r->page = fields[0];
+	if (S.table->local_convert)
+	{
+		r->values = palloc(sizeof(char *) * Max(S.table->natts, 1));
+		memcpy(r->values, fields + 1, sizeof(char *) * S.table->natts);
+		r->row_key = r->new_row = NULL;
+		return;
+	}
+	r->values = NULL;
+	r->row_key = fields[1];
+	r->new_row = fields[2];
+}
+
+/* A row of a keyless table's piece (ctid, key, row) onto the spool. */
+static void
+pgrpl_spool_row(char **fields, void *arg)
+{
+	Datum		values[2];
+	bool		nulls[2];
+
+	nulls[0] = (fields[1] == NULL);
+	values[0] = fields[1] ? CStringGetTextDatum(fields[1]) : (Datum) 0;
+	nulls[1] = false;
+	values[1] = CStringGetTextDatum(fields[2]);
+	tuplestore_putvalues(S.spool, S.spool_desc, values, nulls);
+	S.nrows++;
+}
+
+/*
  * Read the rows of the next chunk (of a keyless table: of the next piece
  * of its block range) in the open remote transaction: into S.rows, or
  * appended to the spool.  False if there are none.
@@ -883,7 +931,6 @@ pgrpl_snapshot_read_rows(void)
 	WalRcvExecResult *res;
 	TupleTableSlot *slot;
 	MemoryContext old;
-	int			cap = 256;
 	char	  **last = NULL;
 	bool		is_end = true;
 
@@ -907,26 +954,11 @@ pgrpl_snapshot_read_rows(void)
 	if (last == NULL)
 		return false;
 
-	res = pgrpl_remote_query(S.conn, pgrpl_chunk_sql(S.table, last),
-							 S.table->local_convert ? 1 + S.table->natts : 3,
-							 "read rows to copy");
-	slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
 	if (S.table->keyless)
 	{
+		pgrpl_remote_copy(S.conn, pgrpl_chunk_sql(S.table, last), 3,
+						  pgrpl_spool_row, NULL, "read rows to copy");
 		/* The piece ends at "last", or the range is done. */
-		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
-		{
-			Datum		values[2];
-			bool		nulls[2];
-			char	   *key = pgrpl_result_text(slot, 2);
-
-			nulls[0] = (key == NULL);
-			values[0] = key ? CStringGetTextDatum(key) : (Datum) 0;
-			nulls[1] = false;
-			values[1] = CStringGetTextDatum(pgrpl_result_text(slot, 3));
-			tuplestore_putvalues(S.spool, S.spool_desc, values, nulls);
-			S.nrows++;
-		}
 		S.table->last_page = is_end ? NULL : last;
 		if (is_end)
 			S.table->range_from = S.table->range_to;
@@ -935,41 +967,13 @@ pgrpl_snapshot_read_rows(void)
 	{
 		S.chunk_is_last = is_end;
 		old = MemoryContextSwitchTo(S.chunkcxt);
-		S.rows = palloc(sizeof(PgrplChunkRow) * cap);
-		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
-		{
-			if (S.nrows == cap)
-			{
-				cap *= 2;
-				S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * cap);
-			}
-			S.rows[S.nrows].page = pgrpl_result_text(slot, 1);
-			if (S.table->local_convert)
-			{
-				char	  **values = palloc(sizeof(char *) * Max(S.table->natts, 1));
-
-				for (int i = 0; i < S.table->natts; i++)
-					values[i] = pgrpl_result_text(slot, i + 2);
-				S.rows[S.nrows].values = values;
-				S.rows[S.nrows].row_key = S.rows[S.nrows].new_row = NULL;
-				S.nrows++;
-				continue;
-			}
-			S.rows[S.nrows].values = NULL;
-			/*
-			 * The primary printed the key as jsonb (jsonb_object_agg), in
-			 * the form jsonb_out gives the log's keys here: sorted keys, one
-			 * spacing, compared as text by the stale-key filter.  Parsing
-			 * it again here took most of a chunk's read.
-			 */
-			S.rows[S.nrows].row_key = pgrpl_result_text(slot, 2);
-			S.rows[S.nrows].new_row = pgrpl_result_text(slot, 3);
-			S.nrows++;
-		}
+		S.maxrows = 256;
+		S.rows = palloc(sizeof(PgrplChunkRow) * S.maxrows);
+		pgrpl_remote_copy(S.conn, pgrpl_chunk_sql(S.table, last),
+						  S.table->local_convert ? 1 + S.table->natts : 3,
+						  pgrpl_chunk_row, NULL, "read rows to copy");
 		MemoryContextSwitchTo(old);
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	walrcv_clear_result(res);
 	return true;
 }
 

@@ -16,6 +16,8 @@
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "replication/slot.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -162,6 +164,134 @@ pgrpl_remote_query(WalReceiverConn *conn, const char *sql, int ncols,
 				 errmsg("could not %s on the primary: %s", what,
 						res->err ? res->err : "unexpected result")));
 	return res;
+}
+
+/*
+ * Split one row of COPY's text format in place: columns end at a tab, the
+ * row at its end (COPY's newline already cut off), "\N" alone is a null,
+ * and a backslash escapes the next character (\b \f \n \r \t \v name
+ * control characters; COPY TO writes no octal or hex escapes).  False if
+ * the row has not exactly ncols columns.
+ */
+static bool
+pgrpl_copy_split(char *row, int len, char **fields, int ncols)
+{
+	char	   *src = row;
+	char	   *end = row + len;
+	int			n = 0;
+
+	for (;;)
+	{
+		char	   *start = src;
+		char	   *dst = src;
+		bool		escaped = false;
+
+		while (src < end && *src != '\t')
+		{
+			char		c = *src++;
+
+			if (c == '\\' && src < end)
+			{
+				escaped = true;
+				c = *src++;
+				switch (c)
+				{
+					case 'b':
+						c = '\b';
+						break;
+					case 'f':
+						c = '\f';
+						break;
+					case 'n':
+						c = '\n';
+						break;
+					case 'r':
+						c = '\r';
+						break;
+					case 't':
+						c = '\t';
+						break;
+					case 'v':
+						c = '\v';
+						break;
+					default:
+						/* the character itself (a backslash, or N of \N) */
+						break;
+				}
+			}
+			*dst++ = c;
+		}
+		if (n == ncols)
+			return false;
+		/* "\N" alone (two bytes in, one N out) is a null */
+		fields[n++] = (escaped && src - start == 2 && dst - start == 1 && start[0] == 'N') ?
+			NULL : start;
+		*dst = '\0';
+		if (src >= end)
+			break;
+		src++;					/* the tab */
+	}
+	return n == ncols;
+}
+
+/*
+ * Run "COPY (query) TO STDOUT" on conn and hand every row to fn, as its
+ * columns' text (NULL for a null) in a palloc'd buffer of the row's own
+ * (fn may keep it), while the primary sends them.  walrcv_exec would
+ * build a tuplestore of the whole result, each value passed through its
+ * input function, and the caller copy each value out of it again: the
+ * larger part of the worker's time reading a snapshot chunk.  The built-in
+ * table sync reads its COPY the same way (walrcv_receive until it returns
+ * -1).
+ */
+void
+pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
+				  PgrplCopyRowFn fn, void *arg, const char *what)
+{
+	WalRcvExecResult *res;
+	char	  **fields = palloc(sizeof(char *) * Max(ncols, 1));
+
+	res = walrcv_exec(conn, psprintf("COPY (%s) TO STDOUT", query), 0, NULL);
+	if (res->status != WALRCV_OK_COPY_OUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not %s on the primary: %s", what,
+						res->err ? res->err : "unexpected result")));
+	walrcv_clear_result(res);
+
+	for (;;)
+	{
+		pgsocket	fd = PGINVALID_SOCKET;
+		char	   *buf;
+		int			len;
+
+		CHECK_FOR_INTERRUPTS();
+		len = walrcv_receive(conn, &buf, &fd);
+		if (len > 0)
+		{
+			char	   *row = palloc(len + 1);
+
+			/* Each row ends with a newline (text format). */
+			memcpy(row, buf, len);
+			if (row[len - 1] == '\n')
+				len--;
+			row[len] = '\0';
+			if (!pgrpl_copy_split(row, len, fields, ncols))
+				ereport(ERROR,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("could not %s on the primary: a row does not have %d columns",
+								what, ncols)));
+			fn(fields, arg);
+			continue;
+		}
+		if (len < 0)
+			break;				/* the COPY is complete */
+		(void) WaitLatchOrSocket(MyLatch,
+								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+								 fd, -1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	pfree(fields);
 }
 
 /* Fail naming every publication the primary does not have. */

@@ -66,6 +66,10 @@ extern WalReceiverConn *pgrpl_stream_connect(const char *conninfo,
 extern char *pgrpl_stream_identify(WalReceiverConn *conn);
 extern WalRcvExecResult *pgrpl_remote_query(WalReceiverConn *conn, const char *sql,
 											int ncols, const char *what);
+/* One row of pgrpl_remote_copy: its columns' text, NULL for a null. */
+typedef void (*PgrplCopyRowFn) (char **fields, void *arg);
+extern void pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
+							  PgrplCopyRowFn fn, void *arg, const char *what);
 extern void pgrpl_check_publications(WalReceiverConn *conn, List *publications);
 extern bool pgrpl_remote_slot_exists(WalReceiverConn *conn, const char *slot,
 									 XLogRecPtr *confirmed_flush);
