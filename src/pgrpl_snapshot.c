@@ -117,13 +117,45 @@ typedef struct PgrplChunkRow
 	char	  **values;			/* local_convert: the columns' text, or NULL */
 } PgrplChunkRow;
 
+/* A chunk of a table: its snapshot S, position P and rows. */
+typedef struct PgrplChunk
+{
+	MemoryContext cxt;			/* its rows and snapshot; reset per chunk */
+	bool		active;			/* (the chunk read ahead) its read has begun */
+	bool		copying;		/* its rows are still coming (COPY) */
+	char	  **start_page;		/* the key it starts after (NULL: the first) */
+	TimestampTz emitted_at;
+	char	   *watermark;
+	XLogRecPtr	received_before;	/* P */
+	/*
+	 * Read ahead: the txn_id of the watermark transaction of the chunk
+	 * before (-1: none).  It commits after P, but holds nothing but this
+	 * copy's own rows, of other keys: not part of the window.
+	 */
+	int64		prev_txn_id;
+	uint64		xmin;
+	uint64		xmax;
+	int			nxip;
+	uint64	   *xip;
+	/* xip members the primary already showed committed when S was taken */
+	int			ncommitted;
+	uint64	   *committed;
+	/* transactions whose commit arrived since it was read (in TopMemoryContext) */
+	int			nwindow;
+	int			maxwindow;
+	TransactionId *window;
+	int			nrows;
+	int			maxrows;
+	bool		chunk_is_last;	/* the chunk reaches the table's end */
+	PgrplChunkRow *rows;
+} PgrplChunk;
+
 static struct
 {
 	PgrplSubscription *sub;
 	WalReceiverConn *conn;
 	int			server_version;
 	MemoryContext cxt;			/* the table; reset per table */
-	MemoryContext chunkcxt;		/* the chunk in flight */
 	PgrplSnapTable *table;
 	char	   *cur_schema;		/* the table being copied (also before */
 	char	   *cur_table;		/* it is described), or NULL */
@@ -133,26 +165,14 @@ static struct
 	TimestampTz last_busy_step;
 	uint64		counter;
 
-	/* The chunk whose watermark is awaited. */
+	/*
+	 * The chunk whose watermark is awaited (in_flight) or being read, and
+	 * the next one, read ahead while the first is awaited and written.
+	 */
 	bool		in_flight;
-	TimestampTz emitted_at;
-	char	   *watermark;
-	XLogRecPtr	received_before;
-	uint64		xmin;
-	uint64		xmax;
-	int			nxip;
-	uint64	   *xip;
-	/* xip members the primary already showed committed when S was taken */
-	int			ncommitted;
-	uint64	   *committed;
-	/* transactions whose commit arrived while the chunk was in flight */
-	int			nwindow;
-	int			maxwindow;
-	TransactionId *window;
-	int			nrows;
-	int			maxrows;
-	bool		chunk_is_last;	/* the chunk reaches the table's end */
-	PgrplChunkRow *rows;
+	PgrplChunk chunks[2];
+	PgrplChunk *cur;
+	PgrplChunk *ahead;
 
 	/* A keyless table being read (its remote transaction open) and spooled. */
 	bool		reading;
@@ -166,10 +186,11 @@ static struct
 	uint64		nrecent;
 }			S;
 
-static bool pgrpl_snapshot_missed_commit(void);
+static bool pgrpl_snapshot_missed_commit(PgrplChunk *c);
 static void pgrpl_snapshot_emit_watermark(void);
 static void pgrpl_snapshot_forget_table(void);
 static void pgrpl_snapshot_retry_soon(void);
+static void pgrpl_snapshot_read_more(PgrplChunk *c, bool wait);
 
 /* ---------------------------------------------------------------------
  * Helpers
@@ -802,29 +823,29 @@ pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
 
 /* "xmin:xmax:xip,..." of pg_current_snapshot() / txid_current_snapshot(). */
 static void
-pgrpl_parse_snapshot(const char *snap)
+pgrpl_parse_snapshot(PgrplChunk *c, const char *snap)
 {
 	char	   *end;
 	const char *p = snap;
 	int			cap = 16;
 
-	S.xmin = strtou64(p, &end, 10);
+	c->xmin = strtou64(p, &end, 10);
 	if (*end != ':')
 		elog(ERROR, "unexpected snapshot \"%s\"", snap);
-	S.xmax = strtou64(end + 1, &end, 10);
+	c->xmax = strtou64(end + 1, &end, 10);
 	if (*end != ':')
 		elog(ERROR, "unexpected snapshot \"%s\"", snap);
 	p = end + 1;
-	S.nxip = 0;
-	S.xip = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * cap);
+	c->nxip = 0;
+	c->xip = MemoryContextAlloc(c->cxt, sizeof(uint64) * cap);
 	while (*p)
 	{
-		if (S.nxip == cap)
+		if (c->nxip == cap)
 		{
 			cap *= 2;
-			S.xip = repalloc(S.xip, sizeof(uint64) * cap);
+			c->xip = repalloc(c->xip, sizeof(uint64) * cap);
 		}
-		S.xip[S.nxip++] = strtou64(p, &end, 10);
+		c->xip[c->nxip++] = strtou64(p, &end, 10);
 		p = (*end == ',') ? end + 1 : end;
 		if (end == p && *p)
 			elog(ERROR, "unexpected snapshot \"%s\"", snap);
@@ -836,7 +857,7 @@ pgrpl_parse_snapshot(const char *snap)
  * table) is read in, and take its snapshot S.
  */
 static void
-pgrpl_snapshot_begin_read(void)
+pgrpl_snapshot_begin_read(PgrplChunk *c)
 {
 	bool		v13 = S.server_version >= 130000;
 	WalRcvExecResult *res;
@@ -845,9 +866,11 @@ pgrpl_snapshot_begin_read(void)
 	char	   *committed;
 	char	  **items;
 
-	MemoryContextReset(S.chunkcxt);
-	S.nrows = 0;
-	S.chunk_is_last = true;
+	MemoryContextReset(c->cxt);
+	c->nrows = 0;
+	c->prev_txn_id = -1;
+	c->start_page = S.table->last_page;
+	c->chunk_is_last = true;
 	pgrpl_remote_command(S.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "start a snapshot transaction");
 	res = pgrpl_remote_query(S.conn,
 							 v13 ?
@@ -865,18 +888,18 @@ pgrpl_snapshot_begin_read(void)
 	committed = pgrpl_result_text(slot, 2);
 	ExecDropSingleTupleTableSlot(slot);
 	walrcv_clear_result(res);
-	pgrpl_parse_snapshot(snap);
-	items = pgrpl_parse_text_array(committed, &S.ncommitted);
-	S.committed = MemoryContextAlloc(S.chunkcxt, sizeof(uint64) * Max(S.ncommitted, 1));
-	for (int i = 0; i < S.ncommitted; i++)
-		S.committed[i] = strtou64(items[i], NULL, 10);
-	S.nwindow = 0;
+	pgrpl_parse_snapshot(c, snap);
+	items = pgrpl_parse_text_array(committed, &c->ncommitted);
+	c->committed = MemoryContextAlloc(c->cxt, sizeof(uint64) * Max(c->ncommitted, 1));
+	for (int i = 0; i < c->ncommitted; i++)
+		c->committed[i] = strtou64(items[i], NULL, 10);
+	c->nwindow = 0;
 }
 
 /*
- * A row of a chunk (pgrpl_remote_copy), kept in S.chunkcxt: the paging
- * key's text[], then the columns' text (local_convert) or the row's key
- * and the row as jsonb text.  The primary printed the key with
+ * A row of a chunk (pgrpl_remote_copy_read), kept in the chunk's context:
+ * the paging key's text[], then the columns' text (local_convert) or the
+ * row's key and the row as jsonb text.  The primary printed the key with
  * jsonb_object_agg, in the form jsonb_out gives the log's keys here
  * (sorted keys, one spacing), compared as text by the stale-key filter:
  * parsing it again here took most of a chunk's read.
@@ -884,14 +907,15 @@ pgrpl_snapshot_begin_read(void)
 static void
 pgrpl_chunk_row(char **fields, void *arg)
 {
+	PgrplChunk *c = (PgrplChunk *) arg;
 	PgrplChunkRow *r;
 
-	if (S.nrows == S.maxrows)
+	if (c->nrows == c->maxrows)
 	{
-		S.maxrows *= 2;
-		S.rows = repalloc(S.rows, sizeof(PgrplChunkRow) * S.maxrows);
+		c->maxrows *= 2;
+		c->rows = repalloc(c->rows, sizeof(PgrplChunkRow) * c->maxrows);
 	}
-	r = &S.rows[S.nrows++];
+	r = &c->rows[c->nrows++];
 	r->page = fields[0];
 	if (S.table->local_convert)
 	{
@@ -917,16 +941,17 @@ pgrpl_spool_row(char **fields, void *arg)
 	nulls[1] = false;
 	values[1] = CStringGetTextDatum(fields[2]);
 	tuplestore_putvalues(S.spool, S.spool_desc, values, nulls);
-	S.nrows++;
+	S.cur->nrows++;
 }
 
 /*
- * Read the rows of the next chunk (of a keyless table: of the next piece
- * of its block range) in the open remote transaction: into S.rows, or
- * appended to the spool.  False if there are none.
+ * Read the rows of chunk c (of a keyless table: of the next piece of its
+ * block range, onto the spool) in the open remote transaction: where it
+ * ends, then its COPY.  False if there are none.  Without wait, the rows
+ * keep coming after the return (c->copying) for pgrpl_snapshot_read_more.
  */
 static bool
-pgrpl_snapshot_read_rows(void)
+pgrpl_snapshot_read_rows(PgrplChunk *c, bool wait)
 {
 	WalRcvExecResult *res;
 	TupleTableSlot *slot;
@@ -962,28 +987,97 @@ pgrpl_snapshot_read_rows(void)
 		S.table->last_page = is_end ? NULL : last;
 		if (is_end)
 			S.table->range_from = S.table->range_to;
+		return true;
 	}
-	else
-	{
-		S.chunk_is_last = is_end;
-		old = MemoryContextSwitchTo(S.chunkcxt);
-		S.maxrows = 256;
-		S.rows = palloc(sizeof(PgrplChunkRow) * S.maxrows);
-		pgrpl_remote_copy(S.conn, pgrpl_chunk_sql(S.table, last),
-						  S.table->local_convert ? 1 + S.table->natts : 3,
-						  pgrpl_chunk_row, NULL, "read rows to copy");
-		MemoryContextSwitchTo(old);
-	}
+	c->chunk_is_last = is_end;
+	old = MemoryContextSwitchTo(c->cxt);
+	c->maxrows = 256;
+	c->rows = palloc(sizeof(PgrplChunkRow) * c->maxrows);
+	MemoryContextSwitchTo(old);
+	pgrpl_remote_copy_start(S.conn, pgrpl_chunk_sql(S.table, last), "read rows to copy");
+	c->copying = true;
+	pgrpl_snapshot_read_more(c, wait);
 	return true;
+}
+
+/* Take the rows of chunk c that have arrived; with wait, all of them. */
+static void
+pgrpl_snapshot_read_more(PgrplChunk *c, bool wait)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	if (pgrpl_remote_copy_read(S.conn, S.table->local_convert ? 1 + S.table->natts : 3,
+							   pgrpl_chunk_row, c, wait, "read rows to copy"))
+		c->copying = false;
+	MemoryContextSwitchTo(old);
 }
 
 /* Read the next chunk of S.table, with its snapshot. */
 static void
 pgrpl_snapshot_read_chunk(void)
 {
-	pgrpl_snapshot_begin_read();
-	(void) pgrpl_snapshot_read_rows();
+	pgrpl_snapshot_begin_read(S.cur);
+	(void) pgrpl_snapshot_read_rows(S.cur, true);
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+}
+
+/*
+ * Begin reading the chunk after the one in flight, while that one's
+ * watermark is on its way and its rows are written: the primary reads
+ * and sends the next one meanwhile, where it used to wait for the worker
+ * and the worker for it (the copy took the sum of both).  The chunk has
+ * a snapshot and a P of its own, taken now, when no commit has arrived
+ * since the one in flight was read; its watermark goes out once the one
+ * in flight has been handled (pgrpl_snapshot_step_guts).  Nothing of it
+ * is written before then, so dropping it (pgrpl_snapshot_drop_ahead)
+ * costs only the read.
+ */
+static void
+pgrpl_snapshot_read_ahead(XLogRecPtr received)
+{
+	PgrplChunk *cur = S.cur;
+	PgrplChunk *c = S.ahead;
+	char	  **page;
+	int			n;
+
+	if (!S.in_flight || S.table == NULL || S.table->keyless || cur->chunk_is_last ||
+		cur->nrows == 0)
+		return;
+	/* It starts after the last row of the one in flight. */
+	page = pgrpl_parse_text_array(cur->rows[cur->nrows - 1].page, &n);
+	S.table->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
+	for (int k = 0; k < n; k++)
+		S.table->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
+	c->received_before = received;
+	pgrpl_snapshot_begin_read(c);
+	c->active = true;
+	if (pgrpl_snapshot_missed_commit(c) || !pgrpl_snapshot_read_rows(c, false))
+	{
+		/* Read it later, the usual way. */
+		pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+		c->active = false;
+	}
+}
+
+/*
+ * The chunk in flight must be read again (or the session ends): the read
+ * starts where it started, and the chunk read ahead is dropped with its
+ * connection (its COPY or its transaction may still be open on it).
+ */
+static void
+pgrpl_snapshot_drop_ahead(void)
+{
+	if (S.table != NULL && !S.table->keyless)
+		S.table->last_page = S.cur->start_page;
+	if (!S.ahead->active)
+		return;
+	S.ahead->active = false;
+	S.ahead->copying = false;
+	if (S.conn != NULL)
+	{
+		walrcv_disconnect(S.conn);
+		S.conn = NULL;
+	}
 }
 
 /* The current table is finished (copied, gone or failed): on to the next. */
@@ -1056,7 +1150,7 @@ pgrpl_spool_begin(void)
 static void
 pgrpl_snapshot_chunk_read(void)
 {
-	if (S.nrows == 0)
+	if (S.cur->nrows == 0)
 	{
 		pgrpl_spool_end();
 		pgrpl_snapshot_record("d", NULL, 0, NULL);
@@ -1087,9 +1181,9 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 		WalRcvExecResult *res;
 		TupleTableSlot *slot;
 
-		S.received_before = received;
-		pgrpl_snapshot_begin_read();
-		if (pgrpl_snapshot_missed_commit())
+		S.cur->received_before = received;
+		pgrpl_snapshot_begin_read(S.cur);
+		if (pgrpl_snapshot_missed_commit(S.cur))
 		{
 			pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 			pgrpl_snapshot_retry_soon();
@@ -1117,7 +1211,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 	if (t->range_from < S.nblocks)
 	{
 		t->range_to = Min(S.nblocks, t->range_from + PGRPL_KEYLESS_BLOCKS);
-		if (!pgrpl_snapshot_read_rows())
+		if (!pgrpl_snapshot_read_rows(S.cur, true))
 		{
 			t->range_from = t->range_to;
 			t->last_page = NULL;
@@ -1128,7 +1222,7 @@ pgrpl_snapshot_step_keyless(XLogRecPtr received)
 
 	pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
 	S.reading = false;
-	S.chunk_is_last = true;
+	S.cur->chunk_is_last = true;
 	pgrpl_snapshot_chunk_read();
 }
 
@@ -1139,15 +1233,15 @@ pgrpl_snapshot_emit_watermark(void)
 	WalRcvExecResult *res;
 	char	   *sql;
 
-	S.watermark = MemoryContextStrdup(S.chunkcxt,
+	S.cur->watermark = MemoryContextStrdup(S.cur->cxt,
 									  psprintf("%s/%d/%d/" UINT64_FORMAT, S.sub->system_identifier,
 											   S.sub->id, MyProcPid, ++S.counter));
 	sql = psprintf("SELECT pg_catalog.pg_logical_emit_message(true, %s, %s)::pg_catalog.text",
-				   quote_literal_cstr(PGRPL_WATERMARK_PREFIX), quote_literal_cstr(S.watermark));
+				   quote_literal_cstr(PGRPL_WATERMARK_PREFIX), quote_literal_cstr(S.cur->watermark));
 	res = pgrpl_remote_query(S.conn, sql, 1, "emit the watermark of a snapshot chunk");
 	walrcv_clear_result(res);
 	S.in_flight = true;
-	S.emitted_at = GetCurrentTimestamp();
+	S.cur->emitted_at = GetCurrentTimestamp();
 }
 
 /*
@@ -1156,13 +1250,13 @@ pgrpl_snapshot_emit_watermark(void)
  * changes are in the log before P, and the chunk misses them.
  */
 static bool
-pgrpl_snapshot_missed_commit(void)
+pgrpl_snapshot_missed_commit(PgrplChunk *c)
 {
 	uint64		n = Min(S.nrecent, PGRPL_SNAPSHOT_RECENT_COMMITS);
 
-	for (int i = 0; i < S.nxip; i++)
+	for (int i = 0; i < c->nxip; i++)
 		for (uint64 j = 0; j < n; j++)
-			if (S.recent[j] == (TransactionId) S.xip[i])
+			if (S.recent[j] == (TransactionId) c->xip[i])
 				return true;
 	return false;
 }
@@ -1170,6 +1264,25 @@ pgrpl_snapshot_missed_commit(void)
 static void
 pgrpl_snapshot_step_guts(XLogRecPtr received)
 {
+	if (S.ahead->active)
+	{
+		PgrplChunk *c = S.ahead;
+
+		/*
+		 * The chunk before it has been handled: the one read ahead takes
+		 * its place (the rest of its rows first), then the next is read
+		 * ahead of it.
+		 */
+		if (c->copying)
+			pgrpl_snapshot_read_more(c, true);
+		pgrpl_remote_command(S.conn, "COMMIT", "end the snapshot transaction");
+		c->active = false;
+		S.ahead = S.cur;
+		S.cur = c;
+		pgrpl_snapshot_chunk_read();
+		pgrpl_snapshot_read_ahead(received);
+		return;
+	}
 	if (S.table == NULL)
 	{
 		char	   *nsp,
@@ -1211,19 +1324,22 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 		}
 	}
 
+	/* The connection was dropped with a chunk read ahead. */
+	pgrpl_snapshot_connect();
 	if (S.table->keyless)
 	{
 		pgrpl_snapshot_step_keyless(received);
 		return;
 	}
-	S.received_before = received;
+	S.cur->received_before = received;
 	pgrpl_snapshot_read_chunk();
-	if (pgrpl_snapshot_missed_commit())
+	if (pgrpl_snapshot_missed_commit(S.cur))
 	{
 		pgrpl_snapshot_retry_soon();
 		return;
 	}
 	pgrpl_snapshot_chunk_read();
+	pgrpl_snapshot_read_ahead(received);
 }
 
 /*
@@ -1238,18 +1354,27 @@ pgrpl_snapshot_step(XLogRecPtr received)
 {
 	MemoryContext caller = CurrentMemoryContext;
 
-	if (S.sub == NULL || S.done || S.in_flight)
+	bool		drain = S.in_flight;
+
+	if (S.sub == NULL || S.done)
 		return;
-	if (S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
+	/* While a watermark is awaited: only the rows of a chunk read ahead. */
+	if (drain && !(S.ahead->active && S.ahead->copying))
 		return;
-	S.retry_after = 0;
+	if (!drain && S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
+		return;
+	if (!drain)
+		S.retry_after = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		pgrpl_snapshot_step_guts(received);
+		if (drain)
+			pgrpl_snapshot_read_more(S.ahead, false);
+		else
+			pgrpl_snapshot_step_guts(received);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -1269,6 +1394,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			S.conn = NULL;
 		}
 		S.in_flight = false;
+		S.ahead->active = S.ahead->copying = false;
 		pgrpl_spool_end();
 		S.retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													PGRPL_SNAPSHOT_ERROR_RETRY_MS);
@@ -1317,14 +1443,14 @@ static bool
 pgrpl_snapshot_sees(uint32 xid)
 {
 	/* The full xid nearest to xmax: all that matter are within 2^31 of it. */
-	int64		full = (int64) S.xmax + (int32) (xid - (uint32) S.xmax);
+	int64		full = (int64) S.cur->xmax + (int32) (xid - (uint32) S.cur->xmax);
 
-	if (full >= (int64) S.xmax)
+	if (full >= (int64) S.cur->xmax)
 		return false;
-	if (full < (int64) S.xmin)
+	if (full < (int64) S.cur->xmin)
 		return true;
-	for (int i = 0; i < S.nxip; i++)
-		if ((int64) S.xip[i] == full)
+	for (int i = 0; i < S.cur->nxip; i++)
+		if ((int64) S.cur->xip[i] == full)
 			return false;
 	return true;
 }
@@ -1377,14 +1503,15 @@ pgrpl_cmp_key_event(const void *a, const void *b)
 static void
 pgrpl_snapshot_window_changes(const char *key)
 {
-	Oid			argtypes[5] = {INT4OID, LSNOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[5];
+	Oid			argtypes[6] = {INT4OID, LSNOID, TEXTOID, TEXTOID, TEXTOID, INT8OID};
+	Datum		args[6];
 
 	args[0] = Int32GetDatum(S.sub->id);
-	args[1] = LSNGetDatum(S.received_before);
+	args[1] = LSNGetDatum(S.cur->received_before);
 	args[2] = CStringGetTextDatum(S.table->schema_name);
 	args[3] = CStringGetTextDatum(S.table->table_name);
 	args[4] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	args[5] = Int64GetDatum(S.cur->prev_txn_id);
 	if (SPI_execute_with_args("SELECT t.xid, c.op, c.row_key::pg_catalog.text, c.old_key::pg_catalog.text,"
 							  " c.unchanged IS NOT NULL, CASE WHEN $5 IS NOT NULL THEN c.new END"
 							  " FROM pgrpl.transaction t"
@@ -1394,11 +1521,12 @@ pgrpl_snapshot_window_changes(const char *key)
 							  "   OFFSET 0) c"
 							  " WHERE t.sub_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'c'"
 							  "   AND t.commit_lsn OPERATOR(pg_catalog.>=) $2"
+							  "   AND t.txn_id OPERATOR(pg_catalog.<>) $6"
 							  "   AND c.rel_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT r.rel_id FROM pgrpl.relation r"
 							  "         WHERE r.schema_name OPERATOR(pg_catalog.=) $3 AND r.table_name OPERATOR(pg_catalog.=) $4))"
 							  "   AND ($5 IS NULL OR c.row_key::pg_catalog.text OPERATOR(pg_catalog.=) $5)"
 							  " ORDER BY t.commit_lsn, c.seq",
-							  5, argtypes, args, key ? "     " : "    n", false, 0) != SPI_OK_SELECT)
+							  6, argtypes, args, key ? "      " : "    n ", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the change log");
 }
 
@@ -1576,24 +1704,27 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	PgrplRelation *rel = NULL;
 	LogicalRepTupleData tup;
 
-	if (!S.in_flight || (int) strlen(S.watermark) != len ||
-		memcmp(S.watermark, content, len) != 0)
+	if (!S.in_flight || (int) strlen(S.cur->watermark) != len ||
+		memcmp(S.cur->watermark, content, len) != 0)
 		return 0;
 	S.in_flight = false;
+	if (S.ahead->active)
+		S.ahead->prev_txn_id = txn_id;
 
 	/*
 	 * A transaction S saw running although the primary had committed it:
 	 * if its commit arrived in the window, the stale keys below cover it;
 	 * if before P, its changes are older than P and S missed them.
 	 */
-	for (int i = 0; i < S.ncommitted; i++)
+	for (int i = 0; i < S.cur->ncommitted; i++)
 	{
 		bool		in_window = false;
 
-		for (int j = 0; j < S.nwindow && !in_window; j++)
-			in_window = (S.window[j] == (TransactionId) S.committed[i]);
+		for (int j = 0; j < S.cur->nwindow && !in_window; j++)
+			in_window = (S.cur->window[j] == (TransactionId) S.cur->committed[i]);
 		if (!in_window)
 		{
+			pgrpl_snapshot_drop_ahead();
 			pgrpl_spool_end();
 			pgrpl_snapshot_retry_soon();
 			return 0;			/* read again, a little later */
@@ -1602,6 +1733,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	stale = pgrpl_snapshot_stale_keys(&nstale, &truncated);
 	if (truncated)
 	{
+		pgrpl_snapshot_drop_ahead();
 		pgrpl_spool_end();
 		return 0;				/* read again, after the TRUNCATE */
 	}
@@ -1628,7 +1760,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		tup.colvalues = palloc0(sizeof(StringInfoData) * Max(t->natts, 1));
 		tup.colstatus = palloc0(Max(t->natts, 1));
 	}
-	for (int i = 0; i < S.nrows; i++)
+	for (int i = 0; i < S.cur->nrows; i++)
 	{
 		PgrplChunkRow spooled;
 		PgrplChunkRow *r = &spooled;
@@ -1661,7 +1793,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 			ExecClearTuple(S.spool_slot);
 		}
 		else
-			r = &S.rows[i];
+			r = &S.cur->rows[i];
 
 		if (t->local_convert)
 		{
@@ -1704,9 +1836,9 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 
 	ereport(DEBUG1,
 			(errmsg_internal("pgrpl copied %d of %d rows of \"%s.%s\" (values converted %s, %d stale keys, %d rows updated to the watermark); watermark arrived %ld ms after it was emitted",
-							 written, S.nrows, t->schema_name, t->table_name,
+							 written, S.cur->nrows, t->schema_name, t->table_name,
 							 t->local_convert ? "here" : "by the primary", nstale, merged,
-							 (long) ((GetCurrentTimestamp() - S.emitted_at) / 1000))));
+							 (long) ((GetCurrentTimestamp() - S.cur->emitted_at) / 1000))));
 	if (t->keyless)
 	{
 		/* One chunk, not resumable: "{}" counts it and is no key. */
@@ -1716,13 +1848,13 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 		return written;
 	}
 	/* Where the next chunk starts, unless this one reached the end. */
-	pgrpl_snapshot_record(S.chunk_is_last ? "d" : "c",
-						  S.rows[S.nrows - 1].page, written, NULL);
-	page = pgrpl_parse_text_array(S.rows[S.nrows - 1].page, &n);
+	pgrpl_snapshot_record(S.cur->chunk_is_last ? "d" : "c",
+						  S.cur->rows[S.cur->nrows - 1].page, written, NULL);
+	page = pgrpl_parse_text_array(S.cur->rows[S.cur->nrows - 1].page, &n);
 	t->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
 	for (int k = 0; k < n; k++)
 		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
-	if (S.chunk_is_last)
+	if (S.cur->chunk_is_last)
 	{
 		pgrpl_snapshot_forget_table();
 	}
@@ -1741,11 +1873,18 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 	{
 		S.cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot table",
 									  ALLOCSET_DEFAULT_SIZES);
-		S.chunkcxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot chunk",
-										   ALLOCSET_DEFAULT_SIZES);
+		for (int i = 0; i < 2; i++)
+			S.chunks[i].cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot chunk",
+													ALLOCSET_DEFAULT_SIZES);
 	}
 	MemoryContextReset(S.cxt);
-	MemoryContextReset(S.chunkcxt);
+	for (int i = 0; i < 2; i++)
+	{
+		MemoryContextReset(S.chunks[i].cxt);
+		S.chunks[i].active = S.chunks[i].copying = false;
+	}
+	S.cur = &S.chunks[0];
+	S.ahead = &S.chunks[1];
 	S.sub = sub;
 	pgrpl_snapshot_forget_table();
 	S.done = false;
@@ -1765,6 +1904,8 @@ pgrpl_snapshot_session_end(void)
 		S.conn = NULL;
 	}
 	S.in_flight = false;
+	if (S.ahead != NULL)
+		S.ahead->active = S.ahead->copying = false;
 	pgrpl_spool_end();
 	pgrpl_snapshot_forget_table();
 	S.sub = NULL;
@@ -1788,24 +1929,35 @@ pgrpl_snapshot_due(void)
 	return true;
 }
 
+/* Remember a commit in the window of chunk c. */
+static void
+pgrpl_chunk_note_commit(PgrplChunk *c, TransactionId xid)
+{
+	if (c->nwindow == c->maxwindow)
+	{
+		c->maxwindow = Max(64, c->maxwindow * 2);
+		c->window = c->window == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * c->maxwindow) :
+			repalloc(c->window, sizeof(TransactionId) * c->maxwindow);
+	}
+	c->window[c->nwindow++] = xid;
+}
+
 /*
  * A transaction's commit arrived: remembered among the recent ones, and
- * while a chunk is in flight in its window.
+ * in the window of each chunk being read or in flight (only needed to
+ * clear the members of its snapshot the primary showed committed).
  */
 void
 pgrpl_snapshot_note_commit(TransactionId xid)
 {
 	S.recent[S.nrecent++ % PGRPL_SNAPSHOT_RECENT_COMMITS] = xid;
-	if ((!S.in_flight && !S.reading) || S.ncommitted == 0)
-		return;					/* only needed to clear those */
-	if (S.nwindow == S.maxwindow)
-	{
-		S.maxwindow = Max(64, S.maxwindow * 2);
-		S.window = S.window == NULL ?
-			MemoryContextAlloc(TopMemoryContext, sizeof(TransactionId) * S.maxwindow) :
-			repalloc(S.window, sizeof(TransactionId) * S.maxwindow);
-	}
-	S.window[S.nwindow++] = xid;
+	if (S.cur == NULL)
+		return;
+	if ((S.in_flight || S.reading) && S.cur->ncommitted > 0)
+		pgrpl_chunk_note_commit(S.cur, xid);
+	if (S.ahead->active && S.ahead->ncommitted > 0)
+		pgrpl_chunk_note_commit(S.ahead, xid);
 }
 
 /* Whether a table is still being copied in this session. */
@@ -1813,4 +1965,48 @@ bool
 pgrpl_snapshot_waiting(void)
 {
 	return S.sub != NULL && !S.done;
+}
+
+/*
+ * Take the rows of the chunk read ahead that have arrived, without
+ * waiting: called while the worker writes (the writer's busy callback),
+ * so that the primary goes on sending them instead of waiting on a full
+ * socket (a TCP connection's window starts at 64 kB; a chunk is about 1
+ * MB).  Only libpq's reads run here (no shared state), so an error is
+ * caught and turned into a WARNING: the chunk is dropped with its
+ * connection and read again after the one in flight, while the local
+ * transaction of the stream goes on.
+ */
+void
+pgrpl_snapshot_poll(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (S.ahead == NULL || !S.ahead->active || !S.ahead->copying)
+		return;
+	PG_TRY();
+	{
+		pgrpl_snapshot_read_more(S.ahead, false);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("pgrpl subscription \"%s\" could not read ahead in table \"%s.%s\": %s",
+						S.sub->name, S.cur_schema, S.cur_table, edata->message),
+				 errdetail("The rows will be read again.")));
+		FreeErrorData(edata);
+		S.ahead->active = S.ahead->copying = false;
+		if (S.conn != NULL)
+		{
+			walrcv_disconnect(S.conn);
+			S.conn = NULL;
+		}
+	}
+	PG_END_TRY();
 }

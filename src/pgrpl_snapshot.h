@@ -44,6 +44,7 @@ extern void pgrpl_snapshot_session_start(PgrplSubscription *sub);
 extern void pgrpl_snapshot_session_end(void);
 extern void pgrpl_snapshot_step(XLogRecPtr received);
 extern bool pgrpl_snapshot_waiting(void);
+extern void pgrpl_snapshot_poll(void);
 extern bool pgrpl_snapshot_due(void);
 extern void pgrpl_snapshot_note_commit(TransactionId xid);
 extern int32 pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,

@@ -235,21 +235,14 @@ pgrpl_copy_split(char *row, int len, char **fields, int ncols)
 }
 
 /*
- * Run "COPY (query) TO STDOUT" on conn and hand every row to fn, as its
- * columns' text (NULL for a null) in a palloc'd buffer of the row's own
- * (fn may keep it), while the primary sends them.  walrcv_exec would
- * build a tuplestore of the whole result, each value passed through its
- * input function, and the caller copy each value out of it again: the
- * larger part of the worker's time reading a snapshot chunk.  The built-in
- * table sync reads its COPY the same way (walrcv_receive until it returns
- * -1).
+ * Start "COPY (query) TO STDOUT" on conn; pgrpl_remote_copy_read takes its
+ * rows.  walrcv_exec returns once the primary has begun the COPY, before
+ * the rows: they come while the caller does other work.
  */
 void
-pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
-				  PgrplCopyRowFn fn, void *arg, const char *what)
+pgrpl_remote_copy_start(WalReceiverConn *conn, const char *query, const char *what)
 {
 	WalRcvExecResult *res;
-	char	  **fields = palloc(sizeof(char *) * Max(ncols, 1));
 
 	res = walrcv_exec(conn, psprintf("COPY (%s) TO STDOUT", query), 0, NULL);
 	if (res->status != WALRCV_OK_COPY_OUT)
@@ -258,6 +251,24 @@ pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
 				 errmsg("could not %s on the primary: %s", what,
 						res->err ? res->err : "unexpected result")));
 	walrcv_clear_result(res);
+}
+
+/*
+ * Hand the rows of the COPY begun on conn to fn, as their columns' text
+ * (NULL for a null) in a palloc'd buffer of the row's own (fn may keep
+ * it).  True once the COPY is complete; without wait, false as soon as
+ * no more rows have arrived.  walrcv_exec would build a tuplestore of the
+ * whole result, each value passed through its input function, and the
+ * caller copy each value out of it again: the larger part of the worker's
+ * time reading a snapshot chunk.  The built-in table sync reads its COPY
+ * the same way (walrcv_receive until it returns -1).
+ */
+bool
+pgrpl_remote_copy_read(WalReceiverConn *conn, int ncols, PgrplCopyRowFn fn,
+					   void *arg, bool wait, const char *what)
+{
+	char	  **fields = palloc(sizeof(char *) * Max(ncols, 1));
+	bool		complete = false;
 
 	for (;;)
 	{
@@ -285,13 +296,28 @@ pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
 			continue;
 		}
 		if (len < 0)
-			break;				/* the COPY is complete */
+		{
+			complete = true;	/* the COPY is complete */
+			break;
+		}
+		if (!wait)
+			break;
 		(void) WaitLatchOrSocket(MyLatch,
 								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
 								 fd, -1L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 	pfree(fields);
+	return complete;
+}
+
+/* COPY (query) TO STDOUT, every row handed to fn as it arrives. */
+void
+pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
+				  PgrplCopyRowFn fn, void *arg, const char *what)
+{
+	pgrpl_remote_copy_start(conn, query, what);
+	(void) pgrpl_remote_copy_read(conn, ncols, fn, arg, true, what);
 }
 
 /* Fail naming every publication the primary does not have. */

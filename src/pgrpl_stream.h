@@ -68,6 +68,10 @@ extern WalRcvExecResult *pgrpl_remote_query(WalReceiverConn *conn, const char *s
 											int ncols, const char *what);
 /* One row of pgrpl_remote_copy: its columns' text, NULL for a null. */
 typedef void (*PgrplCopyRowFn) (char **fields, void *arg);
+extern void pgrpl_remote_copy_start(WalReceiverConn *conn, const char *query,
+									const char *what);
+extern bool pgrpl_remote_copy_read(WalReceiverConn *conn, int ncols, PgrplCopyRowFn fn,
+								   void *arg, bool wait, const char *what);
 extern void pgrpl_remote_copy(WalReceiverConn *conn, const char *query, int ncols,
 							  PgrplCopyRowFn fn, void *arg, const char *what);
 extern void pgrpl_check_publications(WalReceiverConn *conn, List *publications);

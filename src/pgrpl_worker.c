@@ -778,6 +778,8 @@ pgrpl_recv_fill_busy(void)
 	pgsocket	fd;
 
 	(void) pgrpl_recv_fill(&fd);
+	/* The same holds for a snapshot chunk read ahead (pgrpl_snapshot.c). */
+	pgrpl_snapshot_poll();
 }
 
 static PgrplSessionEnd
