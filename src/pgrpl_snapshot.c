@@ -725,6 +725,25 @@ pgrpl_append_chunk_from(StringInfo sql, PgrplSnapTable *t)
 }
 
 /*
+ * " + size of t.a + size of t.b ...": a row's values' sizes from their
+ * headers, nothing detoasted: octet_length() of text and bytea is their
+ * uncompressed size, pg_column_size() of other types their stored one.
+ */
+static void
+pgrpl_append_value_sizes(StringInfo sql, PgrplSnapTable *t)
+{
+	for (int i = 0; i < t->natts; i++)
+	{
+		const char *type = t->types[i];
+		bool		raw = strcmp(type, "text") == 0 || strcmp(type, "bytea") == 0 ||
+			strcmp(type, "character varying") == 0 || strcmp(type, "character") == 0;
+
+		appendStringInfo(sql, " OPERATOR(pg_catalog.+) COALESCE(pg_catalog.%s(t.%s), 0)",
+						 raw ? "octet_length" : "pg_column_size", quote_identifier(t->names[i]));
+	}
+}
+
+/*
  * Where the next chunk ends: the last key of at most
  * PGRPL_SNAPSHOT_CHUNK_ROWS rows whose values, before the last one, take
  * less than PGRPL_SNAPSHOT_CHUNK_BYTES (so at least one row), and whether
@@ -764,15 +783,7 @@ pgrpl_chunk_probe_sql(PgrplSnapTable *t)
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
 	appendStringInfoString(&sql, ", 0::pg_catalog.float8");
-	for (int i = 0; i < t->natts; i++)
-	{
-		const char *type = t->types[i];
-		bool		raw = strcmp(type, "text") == 0 || strcmp(type, "bytea") == 0 ||
-			strcmp(type, "character varying") == 0 || strcmp(type, "character") == 0;
-
-		appendStringInfo(&sql, " OPERATOR(pg_catalog.+) COALESCE(pg_catalog.%s(t.%s), 0)",
-						 raw ? "octet_length" : "pg_column_size", quote_identifier(t->names[i]));
-	}
+	pgrpl_append_value_sizes(&sql, t);
 	appendStringInfoString(&sql, " AS sz");
 	pgrpl_append_chunk_from(&sql, t);
 	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
@@ -783,7 +794,62 @@ pgrpl_chunk_probe_sql(PgrplSnapTable *t)
 	return sql.data;
 }
 
-/* The SELECT of the next chunk, up to and including key "last". */
+/*
+ * The SELECT of the next chunk of a table whose columns convert here
+ * (local_convert), with its end found in the same query: the probe's rows
+ * (at most PGRPL_SNAPSHOT_CHUNK_ROWS, less than PGRPL_SNAPSHOT_CHUNK_BYTES
+ * of values before the last) and the probe's end-of-table test as a last
+ * column, read from the chunk's last row.  One scan of the rows on the
+ * primary instead of two, and no round trip in between: a chunk read
+ * ahead (pgrpl_snapshot_read_ahead) is read by the primary while the
+ * worker writes the one before.  The values are columns of their own
+ * under aliases, so TOASTed ones stay unread until the rows past the
+ * byte bound have been left out (a whole-row value would detoast them).
+ */
+static char *
+pgrpl_chunk_copy_sql(PgrplSnapTable *t)
+{
+	StringInfoData sql;
+	StringInfoData keys;
+
+	initStringInfo(&sql);
+	initStringInfo(&keys);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&keys, "%sk%d", k > 0 ? ", " : "", k);
+
+	appendStringInfoString(&sql, "SELECT x.p");
+	for (int i = 0; i < t->natts; i++)
+		appendStringInfo(&sql, ", x.c%d", i);
+	appendStringInfo(&sql, ", (x.rn OPERATOR(pg_catalog.<) %d AND x.cum OPERATOR(pg_catalog.<) %d)::pg_catalog.text"
+					 " FROM (SELECT s.*, pg_catalog.row_number() OVER w AS rn, pg_catalog.sum(s.sz) OVER w AS cum"
+					 " FROM (SELECT ARRAY[",
+					 PGRPL_SNAPSHOT_CHUNK_ROWS, PGRPL_SNAPSHOT_CHUNK_BYTES);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
+						 quote_identifier(t->page_names[k]));
+	appendStringInfoString(&sql, "]::pg_catalog.text AS p");
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
+	/* Their output functions' text, not a cast's (bool, inet, char(n)). */
+	for (int i = 0; i < t->natts; i++)
+		appendStringInfo(&sql, ", t.%s AS c%d", quote_identifier(t->names[i]), i);
+	appendStringInfoString(&sql, ", 0::pg_catalog.float8");
+	pgrpl_append_value_sizes(&sql, t);
+	appendStringInfoString(&sql, " AS sz");
+	pgrpl_append_chunk_from(&sql, t);
+	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
+					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d"
+					 " ORDER BY %s",
+					 pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS, keys.data,
+					 PGRPL_SNAPSHOT_CHUNK_BYTES, keys.data);
+	return sql.data;
+}
+
+/*
+ * The SELECT of the next chunk (of a table whose rows the primary turns
+ * into jsonb, or of a keyless one's piece), up to and including key
+ * "last", as pgrpl_chunk_probe_sql found it.
+ */
 static char *
 pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
 {
@@ -794,18 +860,7 @@ pgrpl_chunk_sql(PgrplSnapTable *t, char **last)
 	for (int k = 0; k < t->npage; k++)
 		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
 						 quote_identifier(t->page_names[k]));
-	appendStringInfoString(&sql, "]::pg_catalog.text");
-	if (t->local_convert)
-	{
-		/* Their output functions' text, not a cast's (bool, inet, char(n)). */
-		for (int i = 0; i < t->natts; i++)
-			appendStringInfo(&sql, ", t.%s", quote_identifier(t->names[i]));
-		pgrpl_append_chunk_from(&sql, t);
-		pgrpl_append_key_bound(&sql, t, "<=", last);
-		appendStringInfo(&sql, " ORDER BY %s LIMIT %d", pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS);
-		return sql.data;
-	}
-	appendStringInfoString(&sql, ", ");
+	appendStringInfoString(&sql, "]::pg_catalog.text, ");
 	if (t->key_literal)
 		appendStringInfo(&sql, "(SELECT pg_catalog.jsonb_object_agg(e.key, e.value)"
 						 " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(t.*)) e"
@@ -898,8 +953,8 @@ pgrpl_snapshot_begin_read(PgrplChunk *c)
 
 /*
  * A row of a chunk (pgrpl_remote_copy_read), kept in the chunk's context:
- * the paging key's text[], then the columns' text (local_convert) or the
- * row's key and the row as jsonb text.  The primary printed the key with
+ * the paging key's text[], then the columns' text and whether the table
+ * ends here (local_convert), or the row's key and the row as jsonb text.  The primary printed the key with
  * jsonb_object_agg, in the form jsonb_out gives the log's keys here
  * (sorted keys, one spacing), compared as text by the stale-key filter:
  * parsing it again here took most of a chunk's read.
@@ -922,6 +977,9 @@ pgrpl_chunk_row(char **fields, void *arg)
 		r->values = palloc(sizeof(char *) * Max(S.table->natts, 1));
 		memcpy(r->values, fields + 1, sizeof(char *) * S.table->natts);
 		r->row_key = r->new_row = NULL;
+		/* The last row says whether the table ends with it. */
+		c->chunk_is_last = (fields[1 + S.table->natts] != NULL &&
+							strcmp(fields[1 + S.table->natts], "true") == 0);
 		return;
 	}
 	r->values = NULL;
@@ -958,6 +1016,19 @@ pgrpl_snapshot_read_rows(PgrplChunk *c, bool wait)
 	MemoryContext old;
 	char	  **last = NULL;
 	bool		is_end = true;
+
+	if (S.table->local_convert)
+	{
+		/* Its end is found by the COPY itself (pgrpl_chunk_copy_sql). */
+		old = MemoryContextSwitchTo(c->cxt);
+		c->maxrows = 256;
+		c->rows = palloc(sizeof(PgrplChunkRow) * c->maxrows);
+		MemoryContextSwitchTo(old);
+		pgrpl_remote_copy_start(S.conn, pgrpl_chunk_copy_sql(S.table), "read rows to copy");
+		c->copying = true;
+		pgrpl_snapshot_read_more(c, wait);
+		return true;
+	}
 
 	/* Where the chunk ends (nothing: no rows left). */
 	res = pgrpl_remote_query(S.conn, pgrpl_chunk_probe_sql(S.table), 2,
@@ -1006,7 +1077,7 @@ pgrpl_snapshot_read_more(PgrplChunk *c, bool wait)
 {
 	MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
-	if (pgrpl_remote_copy_read(S.conn, S.table->local_convert ? 1 + S.table->natts : 3,
+	if (pgrpl_remote_copy_read(S.conn, S.table->local_convert ? 2 + S.table->natts : 3,
 							   pgrpl_chunk_row, c, wait, "read rows to copy"))
 		c->copying = false;
 	MemoryContextSwitchTo(old);
@@ -1245,9 +1316,11 @@ pgrpl_snapshot_emit_watermark(void)
 }
 
 /*
- * Did S see running a transaction whose commit the worker has received
- * already (at or before P: nothing arrives while a chunk is read)?  Its
- * changes are in the log before P, and the chunk misses them.
+ * Did chunk c's S see running a transaction whose commit the worker has
+ * received already, at or before P?  Its changes are in the log before
+ * P, and the chunk misses them.  Called before the worker handles any
+ * stream message after S was taken (a chunk read ahead: right after its
+ * S), so every commit received is one at or before P.
  */
 static bool
 pgrpl_snapshot_missed_commit(PgrplChunk *c)
