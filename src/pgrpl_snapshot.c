@@ -64,6 +64,16 @@
 #define PGRPL_SNAPSHOT_BUSY_MS	50
 /* How long the worker waits after an error before the next table. */
 #define PGRPL_SNAPSHOT_ERROR_RETRY_MS	5000
+/* A table that failed is tried again after 5 s, doubling up to 5 min. */
+#define PGRPL_SNAPSHOT_DEFER_MAX_MS	(300 * 1000)
+
+/* A table that failed this session, and when to try it again. */
+typedef struct PgrplDeferred
+{
+	char	   *name;			/* "schema.table", quoted */
+	int			failures;
+	TimestampTz retry_at;
+} PgrplDeferred;
 
 /* The table being copied, as the primary describes it. */
 typedef struct PgrplSnapTable
@@ -160,7 +170,7 @@ static struct
 	char	   *cur_schema;		/* the table being copied (also before */
 	char	   *cur_table;		/* it is described), or NULL */
 	bool		done;			/* nothing left to copy in this session */
-	List	   *skip;			/* "schema.table" that failed this session */
+	List	   *skip;			/* PgrplDeferred: tables that failed */
 	TimestampTz retry_after;
 	TimestampTz last_busy_step;
 	uint64		counter;
@@ -587,13 +597,16 @@ pgrpl_snapshot_request(int32 sub_id, const char *schema_name,
 
 /* The next table to copy, or NULL; sets *last_key to where it stopped. */
 static bool
-pgrpl_snapshot_next(char **schema_name, char **table_name, char **last_key)
+pgrpl_snapshot_next(char **schema_name, char **table_name, char **last_key,
+					TimestampTz *wait_until)
 {
 	Oid			argtype = INT4OID;
 	Datum		arg = Int32GetDatum(S.sub->id);
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		found = false;
+	TimestampTz now = GetCurrentTimestamp();
 
+	*wait_until = 0;
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT schema_name, table_name, last_key::pg_catalog.text"
 							  " FROM pgrpl.snapshot WHERE sub_id OPERATOR(pg_catalog.=) $1"
@@ -612,7 +625,16 @@ pgrpl_snapshot_next(char **schema_name, char **table_name, char **last_key)
 		bool		skip = false;
 
 		foreach(lc, S.skip)
-			skip |= (strcmp(lfirst(lc), name) == 0);
+		{
+			PgrplDeferred *d = lfirst(lc);
+
+			if (strcmp(d->name, name) == 0 && d->retry_at > now)
+			{
+				skip = true;
+				if (*wait_until == 0 || d->retry_at < *wait_until)
+					*wait_until = d->retry_at;
+			}
+		}
 		if (skip)
 			continue;
 		found = true;
@@ -1363,9 +1385,15 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 				   *last_key;
 		MemoryContext old;
 
-		if (!pgrpl_snapshot_next(&nsp, &rel, &last_key))
+		TimestampTz wait_until;
+
+		if (!pgrpl_snapshot_next(&nsp, &rel, &last_key, &wait_until))
 		{
-			S.done = true;
+			/* Nothing left, or only tables that failed and wait. */
+			if (wait_until != 0)
+				S.retry_after = wait_until;
+			else
+				S.done = true;
 			if (S.conn != NULL)
 			{
 				walrcv_disconnect(S.conn);
@@ -1413,6 +1441,40 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 	}
 	pgrpl_snapshot_chunk_read();
 	pgrpl_snapshot_read_ahead(received);
+}
+
+/*
+ * Table "name" (quoted schema.table) failed: try it again later, after 5 s,
+ * then twice as long after each failure up to 5 min (a connection lost or
+ * a privilege granted later heals by itself; a table that cannot be
+ * copied costs one attempt and its last_error now and then), while the
+ * other tables go on.  In TopMemoryContext.
+ */
+static void
+pgrpl_snapshot_defer(char *name)
+{
+	PgrplDeferred *d = NULL;
+	ListCell   *lc;
+	int64		delay = PGRPL_SNAPSHOT_ERROR_RETRY_MS;
+
+	foreach(lc, S.skip)
+	{
+		if (strcmp(((PgrplDeferred *) lfirst(lc))->name, name) == 0)
+			d = lfirst(lc);
+	}
+	if (d == NULL)
+	{
+		d = MemoryContextAllocZero(TopMemoryContext, sizeof(PgrplDeferred));
+		d->name = name;
+		S.skip = lappend(S.skip, d);
+	}
+	else
+		pfree(name);
+	for (int i = 0; i < d->failures && delay < PGRPL_SNAPSHOT_DEFER_MAX_MS; i++)
+		delay *= 2;
+	d->failures++;
+	d->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											  Min(delay, PGRPL_SNAPSHOT_DEFER_MAX_MS));
 }
 
 /*
@@ -1487,7 +1549,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 			CommitTransactionCommand();
 			/* From PG18 on the transaction's end returns to "caller". */
 			MemoryContextSwitchTo(TopMemoryContext);
-			S.skip = lappend(S.skip, name);
+			pgrpl_snapshot_defer(name);
 			pgrpl_snapshot_forget_table();
 		}
 		else
@@ -1942,6 +2004,8 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 void
 pgrpl_snapshot_session_start(PgrplSubscription *sub)
 {
+	ListCell   *lc;
+
 	if (S.cxt == NULL)
 	{
 		S.cxt = AllocSetContextCreate(TopMemoryContext, "pgrpl snapshot table",
@@ -1963,6 +2027,8 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 	S.done = false;
 	S.in_flight = false;
 	S.retry_after = 0;
+	foreach(lc, S.skip)
+		pfree(((PgrplDeferred *) lfirst(lc))->name);
 	list_free_deep(S.skip);
 	S.skip = NIL;
 }

@@ -8,7 +8,9 @@
 #  2. The subscriber is killed (-9) during a copy, twice: the copy goes on
 #     from its last finished chunk, nothing is copied twice, the result
 #     equals the primary.
-#  3. The primary restarts (immediate) during a copy: likewise.
+#  3. The primary restarts (immediate) during a copy: likewise.  Then
+#     only the copy's connection is terminated, twice: the same worker
+#     goes on copying, likewise.
 #  4. Copied again on demand after a purge: equals the primary again.
 #  5. Updates that leave a TOASTed column unchanged (not sent) race a
 #     copy: no row of table_as_of lacks that column.
@@ -250,6 +252,44 @@ $primary->start;
 wait_copied('p', 'primary restart');
 check_equal('p', 'primary restart');
 check_once('p', 'primary restart');
+
+# ------------------- 3b. the snapshot connection terminated during a copy --
+# Only the copy's own connection is lost (the primary terminates it, as an
+# idle timeout or an administrator would): the copy goes on in the same
+# session (the worker keeps its pid, the stream is not interrupted), from
+# the last finished chunk, nothing twice.  Whether a termination hits
+# while a chunk is read, read ahead or written, the table is tried again
+# after a few seconds.
+
+$w = start_writer(0.3);
+$sub->safe_psql('postgres',
+	"SELECT pgrpl.create_subscription('x', '$connstr', ARRAY['pub'])");
+$sub->poll_query_until('postgres',
+	"SELECT pid IS NOT NULL FROM pgrpl.stat_subscription WHERE name = 'x'");
+my $xpid = $sub->safe_psql('postgres',
+	"SELECT pid FROM pgrpl.stat_subscription WHERE name = 'x'");
+for my $round (1 .. 2)
+{
+	my $at = 2 + 3 * ($round - 1);
+	$sub->poll_query_until('postgres',
+		"SELECT chunks >= $at OR state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = 'x'");
+	ok( $primary->poll_query_until(
+			'postgres', qq{
+		SELECT count(pg_catalog.pg_terminate_backend(pid)) > 0 FROM pg_stat_activity
+		 WHERE application_name = 'x snapshot'}),
+		"round $round: the snapshot connection was terminated");
+}
+wait_copied('x', 'snapshot connection terminated');
+stop_writer($w);
+is($sub->safe_psql('postgres',
+		"SELECT pid FROM pgrpl.stat_subscription WHERE name = 'x'"),
+	$xpid, 'snapshot connection terminated: the same worker finished the copy');
+is($sub->safe_psql('postgres',
+		"SELECT last_error IS NULL FROM pgrpl.stat_snapshot WHERE subscription = 'x'"),
+	't', 'snapshot connection terminated: no error left once done');
+check_equal('x', 'snapshot connection terminated');
+check_once('x', 'snapshot connection terminated');
+$sub->safe_psql('postgres', "SELECT pgrpl.drop_subscription('x')");
 
 # ------------------------------------------------- 4. again, on demand --
 
