@@ -2099,11 +2099,19 @@ pgrpl_snapshot_note_commit(TransactionId xid)
 		pgrpl_chunk_note_commit(S.ahead, xid);
 }
 
-/* Whether a table is still being copied in this session. */
+/*
+ * Whether a table is being copied in this session and wants the worker
+ * back soon (for the next chunk or its watermark): not while every table
+ * left waits to be tried again after an error.
+ */
 bool
 pgrpl_snapshot_waiting(void)
 {
-	return S.sub != NULL && !S.done;
+	if (S.sub == NULL || S.done)
+		return false;
+	/* A retry within a second (a hazard's) counts as soon. */
+	return S.in_flight || S.retry_after == 0 ||
+		S.retry_after <= TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 }
 
 /*
