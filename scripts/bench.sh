@@ -151,6 +151,15 @@ for c in $CONSUMERS; do
     [[ $c == @(ceiling|builtin|pgrpl) ]] || pgrpl_die "PGRPL_BENCH_CONSUMERS: unknown consumer $c"
 done
 
+# An awk prelude for the result tables: med(a, m) sorts a[1..m] in place
+# (insertion sort: a handful of drains) and returns their median.
+AWK_MEDIAN='
+function med(a, m,   i, j, tmp) {
+    for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
+    return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+}
+'
+
 # scaled SIZE MIN: round(SIZE * SCALE), at least MIN
 scaled() { awk -v s="$1" -v f="$SCALE" -v m="$2" 'BEGIN { v = int(s * f + 0.5); print (v < m ? m : v) }'; }
 A_TXNS=$(scaled 334000 300)           # (a): 3 * A_TXNS - 300 changes
@@ -694,11 +703,10 @@ run_streaming() {
 print_streaming() {
     printf '%-10s %9s %11s %13s %13s %14s %16s\n' consumer "median s" "changes/s" "consumer CPU" "walsndr CPU" \
         "spill bytes" "peak RssAnon MB"
-    awk -v n="$B_ROWS" -v spillf="$BENCH/spill" -v memf="$MEM" '
-        function median(arr, k,   i, j, m, tmp, a) {
+    awk -v n="$B_ROWS" -v spillf="$BENCH/spill" -v memf="$MEM" "$AWK_MEDIAN"'
+        function median(arr, k,   i, m, a) {
             m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
-            for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-            return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            return med(a, m)
         }
         $1 == "s" { c[$2]++; v[$2, c[$2]] = $4; u[$2, c[$2]] = $5; x[$2, c[$2]] = $6 }
         END {
@@ -784,11 +792,10 @@ run_snapshot() {
 
 print_snapshot() {
     printf '%-10s %9s %11s %17s %14s\n' consumer "median s" "rows/s" "peak RssAnon MB" "copier CPU s"
-    awk -v n="$S_ROWS" -v memf="$MEM" '
-        function median(arr, k,   i, j, m, tmp, a) {
+    awk -v n="$S_ROWS" -v memf="$MEM" "$AWK_MEDIAN"'
+        function median(arr, k,   i, m, a) {
             m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
-            for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-            return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+            return med(a, m)
         }
         $1 == "snap" { c[$2]++; v[$2, c[$2]] = $4; cpu[$2, c[$2]] = $5 }
         END {
@@ -1143,12 +1150,11 @@ print_throughput() {
     printf '%-40s %9s  %-9s %9s %11s %13s %13s  %s\n' workload changes consumer "median s" "changes/s" \
         "consumer CPU" "walsndr CPU" "runs (s)"
     for w in $WORKLOADS; do for t in $TRANSPORTS; do
-        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" '
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" "$AWK_MEDIAN"'
             $1 == w { t[$2] = t[$2] " " $4; c[$2]++; v[$2, c[$2]] = $4; u[$2, c[$2]] = $5; x[$2, c[$2]] = $6 }
-            function median(arr, k,   i, j, m, tmp, a) {
+            function median(arr, k,   i, m, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = arr[k, i]
-                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                return med(a, m)
             }
             END {
                 split("ceiling builtin pgrpl", order, " ")
@@ -1166,17 +1172,15 @@ print_throughput() {
     printf '%-40s %14s %15s %15s %15s %16s %16s\n' workload pgrpl/ceiling pgrpl/built-in "walsndr-bound/s" "drain/walsndr" \
         "worker VmHWM MB" "peak RssAnon MB"
     for w in $WORKLOADS; do for t in $TRANSPORTS; do
-        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" -v memf="$MEM" '
-            function median(k,   i, j, m, tmp, a) {
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" -v memf="$MEM" "$AWK_MEDIAN"'
+            function median(k,   i, m, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
-                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                return med(a, m)
             }
             $1 == w { c[$2]++; v[$2, c[$2]] = $4; if ($2 == "pgrpl") { cw++; x[cw] = $6 } }
-            function median_ws(   i, j, tmp, a) {
+            function median_ws(   i, a) {
                 for (i = 1; i <= cw; i++) a[i] = x[i]
-                for (i = 2; i <= cw; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (cw % 2) ? a[(cw + 1) / 2] : (a[cw / 2] + a[cw / 2 + 1]) / 2
+                return med(a, cw)
             }
             END {
                 if (!("pgrpl" in c)) exit
@@ -1202,11 +1206,10 @@ print_storage() {
     local w
     printf '%-40s %14s %12s %13s %13s %14s\n' workload "log B/change" "(changes)" "replica B/row" "(rows)" "log/replica"
     for w in $WORKLOADS; do for t in $TRANSPORTS; do
-        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" '
-            function median(k,   i, j, m, tmp, a) {
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" "$AWK_MEDIAN"'
+            function median(k,   i, m, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
-                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                return med(a, m)
             }
             $1 == w && $5 > 0 { c[$2]++; v[$2, c[$2]] = $4 / $5; n[$2] = $5 }
             END {
@@ -1224,11 +1227,10 @@ print_storage() {
     echo
     printf '%-40s %14s %14s %10s\n' workload "pgrpl B/chg" "built-in B/chg" "pgrpl/bi"
     for w in $WORKLOADS; do for t in $TRANSPORTS; do
-        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" '
-            function median(k,   i, j, m, tmp, a) {
+        awk -v w="${w}_$t" -v title="${W_TITLE[$w]}, $t" -v n="${W_CHANGES[$w]}" "$AWK_MEDIAN"'
+            function median(k,   i, m, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i]
-                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                return med(a, m)
             }
             $1 == w { c[$2]++; v[$2, c[$2]] = $4 / n }
             END {
@@ -1252,11 +1254,10 @@ print_segments() {
     echo
     printf '%-40s %12s %8s %12s %8s\n' workload "pgrpl segs" "B/seg" "built-in" "B/seg"
     for w in $WORKLOADS; do
-        awk -v w="${w}_tcp" -v title="${W_TITLE[$w]}, tcp" '
-            function median(k, f,   i, j, m, tmp, a) {
+        awk -v w="${w}_tcp" -v title="${W_TITLE[$w]}, tcp" "$AWK_MEDIAN"'
+            function median(k, f,   i, m, a) {
                 m = c[k]; for (i = 1; i <= m; i++) a[i] = v[k, i, f]
-                for (i = 2; i <= m; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
-                return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+                return med(a, m)
             }
             $1 == w { c[$2]++; v[$2, c[$2], 1] = $4; v[$2, c[$2], 2] = ($4 > 0 ? $5 / $4 : 0) }
             END {
