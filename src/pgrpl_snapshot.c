@@ -976,10 +976,11 @@ pgrpl_snapshot_begin_read(PgrplChunk *c)
 /*
  * A row of a chunk (pgrpl_remote_copy_read), kept in the chunk's context:
  * the paging key's text[], then the columns' text and whether the table
- * ends here (local_convert), or the row's key and the row as jsonb text.  The primary printed the key with
- * jsonb_object_agg, in the form jsonb_out gives the log's keys here
- * (sorted keys, one spacing), compared as text by the stale-key filter:
- * parsing it again here took most of a chunk's read.
+ * ends here (local_convert), or the row's key and the row as jsonb text.
+ * The primary printed the key with jsonb_object_agg, in the form
+ * jsonb_out gives the log's keys here (sorted keys, one spacing), compared
+ * as text by the stale-key filter: parsing it again here took most of a
+ * chunk's read.
  */
 static void
 pgrpl_chunk_row(char **fields, void *arg)
