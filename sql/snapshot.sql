@@ -227,6 +227,30 @@ SELECT pgrpl.drop_subscription('sn_leaf');
 SELECT pgrpl.drop_subscription('sn_w');
 SELECT pgrpl.drop_subscription('sn_k');
 SELECT pgrpl.drop_subscription('sn_ty');
+
+-- A role without SELECT on a published table: the table's last_error
+-- says so, streaming goes on, and the table is tried again (5 s after
+-- the first failure, then at growing intervals) until it can be read.
+CREATE ROLE sn_repl LOGIN REPLICATION;
+CREATE TABLE sn_priv (id int PRIMARY KEY, v text);
+INSERT INTO sn_priv VALUES (1, 'a'), (2, 'b');
+CREATE PUBLICATION sn_privpub FOR TABLE sn_priv;
+SELECT pgrpl.create_subscription('sn_priv', public.loopback_conninfo() || ' user=sn_repl',
+                                 ARRAY['sn_privpub']) IS NOT NULL AS created;
+SELECT public.poll_until($q$SELECT state = 'error' FROM pgrpl.stat_snapshot WHERE subscription = 'sn_priv'$q$);
+SELECT state, last_error LIKE '%permission denied for table sn_priv%' AS says_why
+  FROM pgrpl.stat_snapshot WHERE subscription = 'sn_priv';
+INSERT INTO sn_priv VALUES (3, 'streamed meanwhile');
+SELECT public.wait_sub('sn_priv');
+SELECT op, new->>'v' AS v FROM pgrpl.changes('sn_priv', relation => 'public.sn_priv') ORDER BY commit_lsn, seq;
+GRANT SELECT ON sn_priv TO sn_repl;
+SELECT public.poll_until($q$SELECT state = 'done' FROM pgrpl.stat_snapshot WHERE subscription = 'sn_priv'$q$);
+SELECT state, rows_copied, last_error FROM pgrpl.stat_snapshot WHERE subscription = 'sn_priv';
+SELECT * FROM public.same_as_primary('sn_priv', 'sn_priv');
+SELECT pgrpl.drop_subscription('sn_priv');
+DROP PUBLICATION sn_privpub;
+DROP TABLE sn_priv;
+DROP ROLE sn_repl;
 SELECT count(*) AS snapshot_rows_left FROM pgrpl.snapshot;
 DROP PUBLICATION sn_pub, sn_fpub, sn_proot, sn_pleaf, sn_wpub, sn_kpub, sn_typub;
 DROP TABLE sn_t, "Sn Two", sn_nokey, sn_later, sn_f, sn_p, sn_w, sn_k, sn_k2, sn_ty, sn_tyu, sn_esc;

@@ -766,6 +766,52 @@ pgrpl_append_value_sizes(StringInfo sql, PgrplSnapTable *t)
 }
 
 /*
+ * The rows of the next chunk as subquery x (" FROM (...) x WHERE ..."):
+ * at most PGRPL_SNAPSHOT_CHUNK_ROWS rows after the last finished chunk,
+ * in key order, while the values before each row take less than
+ * PGRPL_SNAPSHOT_CHUNK_BYTES.  x has the paging key as text[] (p), the
+ * key's columns (k0, k1, ...), with "values" the published columns
+ * (c0, c1, ...), and the row number (rn) and running size (cum); the
+ * test whether the chunk ends the table is PGRPL_CHUNK_ENDS_TABLE on its
+ * last row.  No count(*) over all rows and a float sum: both made the
+ * probe cost as much as reading the rows.  The values stay columns of
+ * their own, so TOASTed ones are not read for rows the bound leaves out.
+ */
+#define PGRPL_CHUNK_ENDS_TABLE \
+	"(x.rn OPERATOR(pg_catalog.<) " CppAsString2(PGRPL_SNAPSHOT_CHUNK_ROWS) \
+	" AND x.cum OPERATOR(pg_catalog.<) " CppAsString2(PGRPL_SNAPSHOT_CHUNK_BYTES) ")::pg_catalog.text"
+
+static void
+pgrpl_append_bounded_rows(StringInfo sql, PgrplSnapTable *t, bool values)
+{
+	StringInfoData keys;
+
+	initStringInfo(&keys);
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(&keys, "%ss.k%d", k > 0 ? ", " : "", k);
+	appendStringInfoString(sql, " FROM (SELECT s.*, pg_catalog.row_number() OVER w AS rn,"
+						   " pg_catalog.sum(s.sz) OVER w AS cum FROM (SELECT ARRAY[");
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
+						 quote_identifier(t->page_names[k]));
+	appendStringInfoString(sql, "]::pg_catalog.text AS p");
+	for (int k = 0; k < t->npage; k++)
+		appendStringInfo(sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
+	/* Their output functions' text, not a cast's (bool, inet, char(n)). */
+	for (int i = 0; values && i < t->natts; i++)
+		appendStringInfo(sql, ", t.%s AS c%d", quote_identifier(t->names[i]), i);
+	appendStringInfoString(sql, ", 0::pg_catalog.float8");
+	pgrpl_append_value_sizes(sql, t);
+	appendStringInfoString(sql, " AS sz");
+	pgrpl_append_chunk_from(sql, t);
+	appendStringInfo(sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
+					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d",
+					 pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS, keys.data,
+					 PGRPL_SNAPSHOT_CHUNK_BYTES);
+	pfree(keys.data);
+}
+
+/*
  * Where the next chunk ends: the last key of at most
  * PGRPL_SNAPSHOT_CHUNK_ROWS rows whose values, before the last one, take
  * less than PGRPL_SNAPSHOT_CHUNK_BYTES (so at least one row), and whether
@@ -780,39 +826,11 @@ static char *
 pgrpl_chunk_probe_sql(PgrplSnapTable *t)
 {
 	StringInfoData sql;
-	StringInfoData keys;
 
 	initStringInfo(&sql);
-	initStringInfo(&keys);
-	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&keys, "%ss.k%d", k > 0 ? ", " : "", k);
-
-	/*
-	 * The end of the table when the last row fits and there are fewer rows
-	 * than a chunk may have (otherwise the next probe finds none).  No
-	 * count(*) over all rows and a float sum: both made the probe cost as
-	 * much as reading the rows.
-	 */
-	appendStringInfo(&sql, "SELECT x.p, (x.rn OPERATOR(pg_catalog.<) %d"
-					 " AND x.cum OPERATOR(pg_catalog.<) %d)::pg_catalog.text FROM ("
-					 " SELECT s.p, s.sz, pg_catalog.row_number() OVER w AS rn,"
-					 " pg_catalog.sum(s.sz) OVER w AS cum FROM ("
-					 " SELECT ARRAY[", PGRPL_SNAPSHOT_CHUNK_ROWS, PGRPL_SNAPSHOT_CHUNK_BYTES);
-	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
-						 quote_identifier(t->page_names[k]));
-	appendStringInfoString(&sql, "]::pg_catalog.text AS p");
-	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
-	appendStringInfoString(&sql, ", 0::pg_catalog.float8");
-	pgrpl_append_value_sizes(&sql, t);
-	appendStringInfoString(&sql, " AS sz");
-	pgrpl_append_chunk_from(&sql, t);
-	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
-					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d"
-					 " ORDER BY x.rn DESC LIMIT 1",
-					 pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS, keys.data,
-					 PGRPL_SNAPSHOT_CHUNK_BYTES);
+	appendStringInfoString(&sql, "SELECT x.p, " PGRPL_CHUNK_ENDS_TABLE);
+	pgrpl_append_bounded_rows(&sql, t, false);
+	appendStringInfoString(&sql, " ORDER BY x.rn DESC LIMIT 1");
 	return sql.data;
 }
 
@@ -832,38 +850,17 @@ static char *
 pgrpl_chunk_copy_sql(PgrplSnapTable *t)
 {
 	StringInfoData sql;
-	StringInfoData keys;
 
 	initStringInfo(&sql);
-	initStringInfo(&keys);
-	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&keys, "%sk%d", k > 0 ? ", " : "", k);
-
 	appendStringInfoString(&sql, "SELECT x.p");
 	for (int i = 0; i < t->natts; i++)
 		appendStringInfo(&sql, ", x.c%d", i);
-	appendStringInfo(&sql, ", (x.rn OPERATOR(pg_catalog.<) %d AND x.cum OPERATOR(pg_catalog.<) %d)::pg_catalog.text"
-					 " FROM (SELECT s.*, pg_catalog.row_number() OVER w AS rn, pg_catalog.sum(s.sz) OVER w AS cum"
-					 " FROM (SELECT ARRAY[",
-					 PGRPL_SNAPSHOT_CHUNK_ROWS, PGRPL_SNAPSHOT_CHUNK_BYTES);
+	appendStringInfoString(&sql, ", " PGRPL_CHUNK_ENDS_TABLE);
+	pgrpl_append_bounded_rows(&sql, t, true);
+	/* The window's order: no sort. */
+	appendStringInfoString(&sql, " ORDER BY ");
 	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&sql, "%st.%s::pg_catalog.text", k > 0 ? ", " : "",
-						 quote_identifier(t->page_names[k]));
-	appendStringInfoString(&sql, "]::pg_catalog.text AS p");
-	for (int k = 0; k < t->npage; k++)
-		appendStringInfo(&sql, ", t.%s AS k%d", quote_identifier(t->page_names[k]), k);
-	/* Their output functions' text, not a cast's (bool, inet, char(n)). */
-	for (int i = 0; i < t->natts; i++)
-		appendStringInfo(&sql, ", t.%s AS c%d", quote_identifier(t->names[i]), i);
-	appendStringInfoString(&sql, ", 0::pg_catalog.float8");
-	pgrpl_append_value_sizes(&sql, t);
-	appendStringInfoString(&sql, " AS sz");
-	pgrpl_append_chunk_from(&sql, t);
-	appendStringInfo(&sql, " ORDER BY %s LIMIT %d) s WINDOW w AS (ORDER BY %s ROWS UNBOUNDED PRECEDING)) x"
-					 " WHERE x.cum OPERATOR(pg_catalog.-) x.sz OPERATOR(pg_catalog.<) %d"
-					 " ORDER BY %s",
-					 pgrpl_chunk_order(t), PGRPL_SNAPSHOT_CHUNK_ROWS, keys.data,
-					 PGRPL_SNAPSHOT_CHUNK_BYTES, keys.data);
+		appendStringInfo(&sql, "%sx.k%d", k > 0 ? ", " : "", k);
 	return sql.data;
 }
 
@@ -1480,9 +1477,10 @@ pgrpl_snapshot_defer(char *name)
 
 /*
  * Read the next chunk and put its watermark into the stream, unless one is
- * awaited or nothing is left.  Called between remote transactions, outside
- * a local one.  An error (no privilege, a table without key) is recorded
- * on the table's row, which is skipped until the next session; streaming
+ * awaited (then only take the rows of the chunk read ahead) or nothing is
+ * left.  Called between remote transactions, outside a local one.  An
+ * error (no privilege, a lost connection) is recorded on the table's row,
+ * and the table is tried again later (pgrpl_snapshot_defer); streaming
  * goes on.
  */
 void
@@ -1490,27 +1488,24 @@ pgrpl_snapshot_step(XLogRecPtr received)
 {
 	MemoryContext caller = CurrentMemoryContext;
 
-	bool		drain = S.in_flight;
-
 	if (S.sub == NULL || S.done)
 		return;
 	/* While a watermark is awaited: only the rows of a chunk read ahead. */
-	if (drain && !(S.ahead->active && S.ahead->copying))
+	if (S.in_flight)
+	{
+		pgrpl_snapshot_poll();
 		return;
-	if (!drain && S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
+	}
+	if (S.retry_after != 0 && GetCurrentTimestamp() < S.retry_after)
 		return;
-	if (!drain)
-		S.retry_after = 0;
+	S.retry_after = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		if (drain)
-			pgrpl_snapshot_read_more(S.ahead, false);
-		else
-			pgrpl_snapshot_step_guts(received);
+		pgrpl_snapshot_step_guts(received);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -2117,10 +2112,10 @@ pgrpl_snapshot_waiting(void)
 
 /*
  * Take the rows of the chunk read ahead that have arrived, without
- * waiting: called while the worker writes (the writer's busy callback),
- * so that the primary goes on sending them instead of waiting on a full
- * socket (a TCP connection's window starts at 64 kB; a chunk is about 1
- * MB).  Only libpq's reads run here (no shared state), so an error is
+ * waiting: called while the worker writes (the writer's busy callback)
+ * and while it waits for a watermark (pgrpl_snapshot_step), so that the
+ * primary goes on sending them instead of waiting on a full socket (a TCP
+ * connection's window starts at 64 kB; a chunk is about 1 MB).  Only libpq's reads run here (no shared state), so an error is
  * caught and turned into a WARNING: the chunk is dropped with its
  * connection and read again after the one in flight, while the local
  * transaction of the stream goes on.
