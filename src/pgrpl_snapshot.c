@@ -679,6 +679,31 @@ pgrpl_snapshot_record(const char *state, const char *last_key, int64 rows,
 	SPI_finish();
 }
 
+/* Close the snapshot connection, if open (the next step opens another). */
+static void
+pgrpl_snapshot_disconnect(void)
+{
+	if (S.conn != NULL)
+	{
+		walrcv_disconnect(S.conn);
+		S.conn = NULL;
+	}
+}
+
+/*
+ * The next chunk of S.table starts after chunk c's last row: its paging
+ * key becomes the table's last_page, in the table's context.
+ */
+static void
+pgrpl_snapshot_start_after(PgrplChunk *c)
+{
+	MemoryContext old = MemoryContextSwitchTo(S.cxt);
+	int			n;
+
+	S.table->last_page = pgrpl_parse_text_array(c->rows[c->nrows - 1].page, &n);
+	MemoryContextSwitchTo(old);
+}
+
 /* ---------------------------------------------------------------------
  * Reading a chunk
  * --------------------------------------------------------------------- */
@@ -1128,17 +1153,12 @@ pgrpl_snapshot_read_ahead(XLogRecPtr received)
 {
 	PgrplChunk *cur = S.cur;
 	PgrplChunk *c = S.ahead;
-	char	  **page;
-	int			n;
 
 	if (!S.in_flight || S.table == NULL || S.table->keyless || cur->chunk_is_last ||
 		cur->nrows == 0)
 		return;
 	/* It starts after the last row of the one in flight. */
-	page = pgrpl_parse_text_array(cur->rows[cur->nrows - 1].page, &n);
-	S.table->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
-	for (int k = 0; k < n; k++)
-		S.table->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
+	pgrpl_snapshot_start_after(cur);
 	c->received_before = received;
 	pgrpl_snapshot_begin_read(c);
 	c->active = true;
@@ -1164,11 +1184,7 @@ pgrpl_snapshot_drop_ahead(void)
 		return;
 	S.ahead->active = false;
 	S.ahead->copying = false;
-	if (S.conn != NULL)
-	{
-		walrcv_disconnect(S.conn);
-		S.conn = NULL;
-	}
+	pgrpl_snapshot_disconnect();
 }
 
 /* The current table is finished (copied, gone or failed): on to the next. */
@@ -1392,11 +1408,7 @@ pgrpl_snapshot_step_guts(XLogRecPtr received)
 				S.retry_after = wait_until;
 			else
 				S.done = true;
-			if (S.conn != NULL)
-			{
-				walrcv_disconnect(S.conn);
-				S.conn = NULL;
-			}
+			pgrpl_snapshot_disconnect();
 			return;
 		}
 		MemoryContextReset(S.cxt);
@@ -1519,11 +1531,7 @@ pgrpl_snapshot_step(XLogRecPtr received)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(TopMemoryContext);
-		if (S.conn != NULL)
-		{
-			walrcv_disconnect(S.conn);
-			S.conn = NULL;
-		}
+		pgrpl_snapshot_disconnect();
 		S.in_flight = false;
 		S.ahead->active = S.ahead->copying = false;
 		pgrpl_spool_end();
@@ -1828,8 +1836,6 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	bool		truncated;
 	int32		rel_id;
 	int32		written = 0;
-	int			n;
-	char	  **page;
 	MemoryContext rowcxt;
 	MemoryContext old;
 	PgrplRelation *rel = NULL;
@@ -1981,10 +1987,7 @@ pgrpl_snapshot_watermark(const char *content, int len, int64 txn_id,
 	/* Where the next chunk starts, unless this one reached the end. */
 	pgrpl_snapshot_record(S.cur->chunk_is_last ? "d" : "c",
 						  S.cur->rows[S.cur->nrows - 1].page, written, NULL);
-	page = pgrpl_parse_text_array(S.cur->rows[S.cur->nrows - 1].page, &n);
-	t->last_page = MemoryContextAlloc(S.cxt, sizeof(char *) * n);
-	for (int k = 0; k < n; k++)
-		t->last_page[k] = MemoryContextStrdup(S.cxt, page[k]);
+	pgrpl_snapshot_start_after(S.cur);
 	if (S.cur->chunk_is_last)
 	{
 		pgrpl_snapshot_forget_table();
@@ -2033,11 +2036,7 @@ pgrpl_snapshot_session_start(PgrplSubscription *sub)
 void
 pgrpl_snapshot_session_end(void)
 {
-	if (S.conn != NULL)
-	{
-		walrcv_disconnect(S.conn);
-		S.conn = NULL;
-	}
+	pgrpl_snapshot_disconnect();
 	S.in_flight = false;
 	if (S.ahead != NULL)
 		S.ahead->active = S.ahead->copying = false;
@@ -2145,11 +2144,7 @@ pgrpl_snapshot_poll(void)
 				 errdetail("The rows will be read again.")));
 		FreeErrorData(edata);
 		S.ahead->active = S.ahead->copying = false;
-		if (S.conn != NULL)
-		{
-			walrcv_disconnect(S.conn);
-			S.conn = NULL;
-		}
+		pgrpl_snapshot_disconnect();
 	}
 	PG_END_TRY();
 }
