@@ -691,3 +691,21 @@ pgrpl_decode_body(StringInfo in, PgrplMessage *msg)
 			Assert(false);
 	}
 }
+
+/*
+ * Decode one message held in a bytea (the SQL functions' input): the
+ * readers take strings in place, so they get a terminated copy.
+ */
+void
+pgrpl_decode_bytea(bytea *raw, PgrplMessage *msg, bool in_stream)
+{
+	StringInfoData in;
+
+	in.len = VARSIZE_ANY_EXHDR(raw);
+	in.maxlen = in.len + 1;
+	in.data = palloc(in.maxlen);
+	memcpy(in.data, VARDATA_ANY(raw), in.len);
+	in.data[in.len] = '\0';
+	in.cursor = 0;
+	pgrpl_decode_message(&in, msg, in_stream);
+}

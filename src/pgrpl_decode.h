@@ -97,6 +97,7 @@ typedef struct PgrplMessage
 } PgrplMessage;
 
 extern void pgrpl_decode_message(StringInfo in, PgrplMessage *msg, bool in_stream);
+extern void pgrpl_decode_bytea(bytea *raw, PgrplMessage *msg, bool in_stream);
 extern bool pgrpl_message_has_stream_xid(LogicalRepMsgType type);
 extern const char *pgrpl_message_type_name(LogicalRepMsgType type);
 

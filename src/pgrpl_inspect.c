@@ -218,18 +218,9 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 {
 	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
 	bool		in_stream = PG_NARGS() > 1 && PG_GETARG_BOOL(1);
-	StringInfoData in;
 	StringInfoData out;
 	PgrplMessage msg;
 	int			client_encoding = pg_get_client_encoding();
-
-	/* The decoder reads strings in place: give it a terminated copy. */
-	in.len = VARSIZE_ANY_EXHDR(raw);
-	in.maxlen = in.len + 1;
-	in.data = palloc(in.maxlen);
-	memcpy(in.data, VARDATA_ANY(raw), in.len);
-	in.data[in.len] = '\0';
-	in.cursor = 0;
 
 	/*
 	 * The readers take names and prefixes as sent by a client, converting
@@ -241,7 +232,7 @@ pgrpl_decode_sql(PG_FUNCTION_ARGS)
 		(void) SetClientEncoding(GetDatabaseEncoding());
 	PG_TRY();
 	{
-		pgrpl_decode_message(&in, &msg, in_stream);
+		pgrpl_decode_bytea(raw, &msg, in_stream);
 	}
 	PG_FINALLY();
 	{

@@ -265,20 +265,13 @@ pgrpl_preview_discard(void *arg, int64 txn_id, int32 from_seq)
 	pgrpl_preview_emit(arg, &out);
 }
 
-/* One message, copied so the decoder can read its strings in place. */
+/* One message through the capture module. */
 static void
 pgrpl_preview_message(PgrplCapture *cap, bytea *raw, XLogRecPtr lsn)
 {
-	StringInfoData in;
 	PgrplMessage msg;
 
-	in.len = VARSIZE_ANY_EXHDR(raw);
-	in.maxlen = in.len + 1;
-	in.data = palloc(in.maxlen);
-	memcpy(in.data, VARDATA_ANY(raw), in.len);
-	in.data[in.len] = '\0';
-	in.cursor = 0;
-	pgrpl_decode_message(&in, &msg, cap->in_stream);
+	pgrpl_decode_bytea(raw, &msg, cap->in_stream);
 	(void) pgrpl_capture_message(cap, &msg, lsn);
 }
 
