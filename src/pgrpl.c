@@ -21,6 +21,7 @@ PG_MODULE_MAGIC;
 int			pgrpl_max_workers = 8;
 int			pgrpl_partition_size = 1000000;
 int			pgrpl_idle_flush_delay = 10;
+bool		pgrpl_tcp_pacing = true;
 bool		pgrpl_preloaded = false;
 
 void		_PG_init(void);
@@ -54,6 +55,13 @@ _PG_init(void)
 							10, -1, 10000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgrpl.tcp_pacing",
+							 "Lets the messages of a busy primary reached over TCP with a short round trip pile up before the worker reads them.",
+							 "The worker caps its TCP receive window at 128 kB and, while a busy stream runs dry, waits 20 ms instead of 0.5 ms, so that the walsender sends fewer, larger segments.  Applies to connections made after the change, with a round trip under 1 ms.",
+							 &pgrpl_tcp_pacing,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgrpl");
 
 	pgrpl_shmem_install_hooks();

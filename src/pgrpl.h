@@ -15,6 +15,7 @@
 extern int	pgrpl_max_workers;
 extern int	pgrpl_partition_size;
 extern int	pgrpl_idle_flush_delay;
+extern bool pgrpl_tcp_pacing;
 
 /* True when the library was loaded by shared_preload_libraries. */
 extern bool pgrpl_preloaded;

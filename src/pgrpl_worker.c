@@ -85,6 +85,8 @@
  */
 #define PGRPL_NAP_BELOW_MSGS	512
 #define PGRPL_NAP_US			500L
+/* The same nap on a paced TCP stream (pgrpl_stream_pace). */
+#define PGRPL_PACED_NAP_US		20000L
 /* A group begun within this long after the previous commit is "busy". */
 #define PGRPL_BUSY_COMMIT_MS	5
 
@@ -161,6 +163,8 @@ static struct
 	TimestampTz last_commit;	/* of the last group */
 	WaitEventSet *wait_set;		/* the session's socket and our latch */
 	pgsocket	wait_fd;		/* the socket in wait_set */
+	int			paced;			/* this session's stream: 1 paced, 0 not, -1 not
+								 * decided yet */
 	dlist_head	flush_map;
 	TimestampTz flush_pending_since;	/* oldest commit in flush_map */
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
@@ -180,6 +184,7 @@ static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
+static void pgrpl_pace(pgsocket fd);
 static bool pgrpl_linger(pgsocket fd);
 static bool pgrpl_group_busy(void);
 static void pgrpl_commit_local(void);
@@ -797,6 +802,7 @@ pgrpl_apply_loop(void)
 
 	pgrpl_recvq_reset();
 	pgrpl_writer_set_busy_callback(pgrpl_recv_fill_busy);
+	W.paced = -1;
 	W.last_recv_time = GetCurrentTimestamp();
 	while (!done)
 	{
@@ -885,13 +891,16 @@ pgrpl_apply_loop(void)
 		 * moment instead and take what piled up in one go; a longer drain
 		 * means the socket's buffer may soon be full, so then no nap.  A
 		 * lone transaction (a group of one) is committed at once: on a
-		 * quiet stream the nap would only add to its latency.
+		 * quiet stream the nap would only add to its latency.  A paced
+		 * stream naps longer, so that the walsender's messages wait in its
+		 * socket behind our capped window and leave together.
 		 */
 		if (nmsgs > 0 && nmsgs < PGRPL_NAP_BELOW_MSGS &&
 			(W.cap.active || pgrpl_group_busy()) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
 			!pgrpl_worker_peek_restart())
 		{
-			pg_usleep(PGRPL_NAP_US);
+			pgrpl_pace(fd);
+			pg_usleep(W.paced > 0 ? PGRPL_PACED_NAP_US : PGRPL_NAP_US);
 			continue;
 		}
 
@@ -989,6 +998,17 @@ pgrpl_wait_release(void)
 		FreeWaitEventSet(W.wait_set);
 	W.wait_set = NULL;
 	W.wait_fd = PGINVALID_SOCKET;
+}
+
+/*
+ * A busy stream is about to nap: the first time in a session, decide
+ * whether to pace it (pgrpl_stream_pace).
+ */
+static void
+pgrpl_pace(pgsocket fd)
+{
+	if (W.paced < 0)
+		W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
 }
 
 /*
