@@ -185,6 +185,7 @@ static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
 static void pgrpl_pace(pgsocket fd);
+static long pgrpl_nap_us(pgsocket fd);
 static bool pgrpl_linger(pgsocket fd);
 static bool pgrpl_group_busy(void);
 static void pgrpl_commit_local(void);
@@ -892,15 +893,15 @@ pgrpl_apply_loop(void)
 		 * means the socket's buffer may soon be full, so then no nap.  A
 		 * lone transaction (a group of one) is committed at once: on a
 		 * quiet stream the nap would only add to its latency.  A paced
-		 * stream naps longer, so that the walsender's messages wait in its
-		 * socket behind our capped window and leave together.
+		 * stream naps longer while transactions keep coming, so that the
+		 * walsender's messages wait in its socket behind our capped window
+		 * and leave together (pgrpl_nap_us).
 		 */
 		if (nmsgs > 0 && nmsgs < PGRPL_NAP_BELOW_MSGS &&
 			(W.cap.active || pgrpl_group_busy()) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
 			!pgrpl_worker_peek_restart())
 		{
-			pgrpl_pace(fd);
-			pg_usleep(W.paced > 0 ? PGRPL_PACED_NAP_US : PGRPL_NAP_US);
+			pg_usleep(pgrpl_nap_us(fd));
 			continue;
 		}
 
@@ -1009,6 +1010,25 @@ pgrpl_pace(pgsocket fd)
 {
 	if (W.paced < 0)
 		W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
+}
+
+/*
+ * How long the apply loop naps when a busy stream runs dry.  A paced
+ * stream naps long only while transactions keep coming (the group holds
+ * several, or the last one committed a moment ago): the two halves of a
+ * transaction arriving alone on a quiet stream (measured: 1 in 20 in the
+ * latency benchmark) must not wait 20 ms for each other.
+ */
+static long
+pgrpl_nap_us(pgsocket fd)
+{
+	pgrpl_pace(fd);
+	if (W.paced > 0 && W.local_open &&
+		(W.group_units >= 2 ||
+		 !TimestampDifferenceExceeds(W.last_commit, GetCurrentTimestamp(),
+									 PGRPL_BUSY_COMMIT_MS)))
+		return PGRPL_PACED_NAP_US;
+	return PGRPL_NAP_US;
 }
 
 /*
