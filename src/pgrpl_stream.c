@@ -739,6 +739,13 @@ pgrpl_check_slot_name(const char *name)
 }
 
 /*
+ * Pacing a TCP stream: the window we advertise, and the longest minimum
+ * round trip at which we cap it (128 kB per millisecond is still 128 MB/s).
+ */
+#define PGRPL_PACE_WINDOW		(128 * 1024)
+#define PGRPL_PACE_MAX_RTT_US	1000
+
+/*
  * Pace the stream of a nearby primary over TCP: cap the window we
  * advertise at PGRPL_PACE_WINDOW.  The walsender sends every message with
  * its own send(); when the receiver keeps up, each one leaves as a TCP

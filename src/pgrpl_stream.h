@@ -55,14 +55,6 @@ extern void pgrpl_protocol_choose(int server_version, bool streaming,
 #define PGRPL_DECODING_WORK_MEM "4MB"
 
 extern void pgrpl_stream_load(void);
-
-/*
- * Pacing a TCP stream (pgrpl_stream_pace): the window we advertise, and
- * the longest minimum round trip at which we cap it (128 kB per
- * millisecond is still 128 MB/s).
- */
-#define PGRPL_PACE_WINDOW		(128 * 1024)
-#define PGRPL_PACE_MAX_RTT_US	1000
 extern bool pgrpl_stream_pace(pgsocket fd);
 extern void pgrpl_remote_command(WalReceiverConn *conn, const char *cmd,
 								 const char *what);

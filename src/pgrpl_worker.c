@@ -184,8 +184,8 @@ static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
-static void pgrpl_pace(pgsocket fd);
 static long pgrpl_nap_us(pgsocket fd);
+static bool pgrpl_commits_keep_coming(void);
 static bool pgrpl_linger(pgsocket fd);
 static bool pgrpl_group_busy(void);
 static void pgrpl_commit_local(void);
@@ -1002,33 +1002,33 @@ pgrpl_wait_release(void)
 }
 
 /*
- * A busy stream is about to nap: the first time in a session, decide
- * whether to pace it (pgrpl_stream_pace).
- */
-static void
-pgrpl_pace(pgsocket fd)
-{
-	if (W.paced < 0)
-		W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
-}
-
-/*
- * How long the apply loop naps when a busy stream runs dry.  A paced
- * stream naps long only while transactions keep coming (the group holds
- * several, or the last one committed a moment ago): the two halves of a
- * transaction arriving alone on a quiet stream (measured: 1 in 20 in the
- * latency benchmark) must not wait 20 ms for each other.
+ * How long the apply loop naps when a busy stream runs dry.  The first
+ * nap of a session decides whether to pace its stream
+ * (pgrpl_stream_pace).  A paced stream naps long only while transactions
+ * keep coming: the two halves of a transaction arriving alone on a quiet
+ * stream (measured: 1 in 20 in the latency benchmark) must not wait 20 ms
+ * for each other.
  */
 static long
 pgrpl_nap_us(pgsocket fd)
 {
-	pgrpl_pace(fd);
-	if (W.paced > 0 && W.local_open &&
-		(W.group_units >= 2 ||
-		 !TimestampDifferenceExceeds(W.last_commit, GetCurrentTimestamp(),
-									 PGRPL_BUSY_COMMIT_MS)))
+	if (W.paced < 0)
+		W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
+	if (W.paced > 0 && W.local_open && pgrpl_commits_keep_coming())
 		return PGRPL_PACED_NAP_US;
 	return PGRPL_NAP_US;
+}
+
+/*
+ * Do remote transactions keep coming: the open group holds more than one,
+ * or the previous group committed only a moment ago?
+ */
+static bool
+pgrpl_commits_keep_coming(void)
+{
+	return W.group_units >= 2 ||
+		!TimestampDifferenceExceeds(W.last_commit, GetCurrentTimestamp(),
+									PGRPL_BUSY_COMMIT_MS);
 }
 
 /*
@@ -1041,9 +1041,7 @@ static bool
 pgrpl_group_busy(void)
 {
 	return W.local_open &&
-		(W.group_units >= 2 || XLogRecPtrIsInvalid(W.group_end) ||
-		 !TimestampDifferenceExceeds(W.last_commit, GetCurrentTimestamp(),
-									 PGRPL_BUSY_COMMIT_MS));
+		(XLogRecPtrIsInvalid(W.group_end) || pgrpl_commits_keep_coming());
 }
 
 /*
