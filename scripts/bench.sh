@@ -93,6 +93,10 @@
 #                        and its walsender during each drain into it
 #   PGRPL_BENCH_PERF_EVENT  perf record's event options instead of sampling
 #                        (e.g. "-e sched:sched_switch": where each one sleeps)
+#   PGRPL_BENCH_TRACE    a directory: every 0.1 s of a drain, the time and
+#                        /proc/PID/schedstat of the consumer and of its
+#                        walsender (ns on CPU, ns waiting for a CPU, time
+#                        slices), one line each, as TAG.trace
 #   PGRPL_BENCH_PERF_SCHED=1  also `perf sched record -a -g` the whole machine
 #                        during each drain ($tag-sched.data, the consumer's and
 #                        the walsender's pids in $tag-pids), for
@@ -303,6 +307,8 @@ proc_sampler() {
             done 2>/dev/null <"/proc/$pid/status" || true
             ((anon > peak)) && peak=$anon
         fi
+        [[ -z ${PGRPL_BENCH_TRACE:-} ]] ||
+            echo "$EPOCHREALTIME $(cat "/proc/$pid/schedstat" "/proc/$wpid/schedstat" 2>/dev/null | tr '\n' ' ')" >>"$PGRPL_BENCH_TRACE/$tag.trace"
         [[ -e $stop ]] && break
         nap 0.1
     done
@@ -318,19 +324,34 @@ proc_sampler() {
 # Start the sampler of a drain in the background (SAMPLER_PID).
 start_sampler() {
     rm -f "$BENCH/sampler.stop" "$BENCH/sampler.out"
+    TRACE_FILE=${PGRPL_BENCH_TRACE:+$PGRPL_BENCH_TRACE/$3.trace}
+    [[ -z $TRACE_FILE ]] || echo "$EPOCHREALTIME enabled" >"$TRACE_FILE"
     proc_sampler "$1" "$2" "$BENCH/sampler.stop" "$BENCH/sampler.out" "$3" &
     SAMPLER_PID=$!
 }
 
 # Stop it and set SAMPLE to its line (see proc_sampler).  Not in a
 # subshell: only this shell can wait for the sampler.
-SAMPLE=''
+SAMPLE='' TRACE_FILE=''
 stop_sampler() {
     touch "$BENCH/sampler.stop"
     wait "$SAMPLER_PID" || true
     SAMPLER_PID=''
     SAMPLE="- 0 0 0 0"
     if [[ -s $BENCH/sampler.out ]]; then SAMPLE=$(cat "$BENCH/sampler.out"); fi
+    [[ -z $TRACE_FILE ]] || log "trace: $(trace_summary "$TRACE_FILE")"
+}
+
+# trace_summary FILE: from the first to the last sample of a trace (see
+# PGRPL_BENCH_TRACE), seconds each process ran, waited for a CPU (run
+# queue), and, for the walsender, slept (neither: waiting on its socket).
+trace_summary() {
+    awk 'NF >= 7 { n++; if (n == 1) { t0 = $1; c0 = $2; cq0 = $3; w0 = $5; wq0 = $6 }
+                   t = $1; c = $2; cq = $3; w = $5; wq = $6 }
+         END { if (n < 2) { print "too short"; exit }
+               span = t - t0; wr = (w - w0) / 1e9; wqs = (wq - wq0) / 1e9
+               printf "%.2f s sampled: consumer ran %.2f s, waited for a CPU %.2f s; walsender ran %.2f s, waited for a CPU %.2f s, slept %.2f s\n",
+                      span, (c - c0) / 1e9, (cq - cq0) / 1e9, wr, wqs, span - wr - wqs }' "$1"
 }
 
 # Sleep $1 seconds without starting a process: a read that times out on a

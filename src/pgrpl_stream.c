@@ -739,6 +739,22 @@ pgrpl_check_slot_name(const char *name)
 }
 
 /*
+ * Is the stream's socket a Unix socket?  One holds only about 200 kB of
+ * the walsender's messages (its buffer is charged per message), TCP's
+ * megabytes.
+ */
+bool
+pgrpl_stream_is_unix_socket(pgsocket fd)
+{
+	struct sockaddr_storage addr;
+	socklen_t	addrlen = sizeof(addr);
+
+	return fd != PGINVALID_SOCKET &&
+		getsockname(fd, (struct sockaddr *) &addr, &addrlen) == 0 &&
+		addr.ss_family == AF_UNIX;
+}
+
+/*
  * Pacing a TCP stream: the window we advertise, and the longest minimum
  * round trip at which we cap it (128 kB per millisecond is still 128 MB/s).
  */

@@ -56,6 +56,7 @@ extern void pgrpl_protocol_choose(int server_version, bool streaming,
 
 extern void pgrpl_stream_load(void);
 extern bool pgrpl_stream_pace(pgsocket fd);
+extern bool pgrpl_stream_is_unix_socket(pgsocket fd);
 extern void pgrpl_remote_command(WalReceiverConn *conn, const char *cmd,
 								 const char *what);
 extern void pgrpl_check_conninfo(const char *conninfo);

@@ -184,6 +184,7 @@ static void pgrpl_abort_local(void);
 static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
+static void pgrpl_stream_decide(pgsocket fd);
 static long pgrpl_nap_us(pgsocket fd);
 static bool pgrpl_commits_keep_coming(void);
 static bool pgrpl_linger(pgsocket fd);
@@ -764,6 +765,7 @@ pgrpl_recv_fill(pgsocket *fd)
 {
 	int			added = pgrpl_recvq_fill(W.conn, fd);
 
+	pgrpl_stream_decide(*fd);
 	if (added > 0)
 	{
 		W.last_recv_time = GetCurrentTimestamp();
@@ -781,7 +783,7 @@ pgrpl_recv_fill(pgsocket *fd)
 static void
 pgrpl_recv_fill_busy(void)
 {
-	pgsocket	fd;
+	pgsocket	fd = PGINVALID_SOCKET;	/* set only if the socket ran dry */
 
 	(void) pgrpl_recv_fill(&fd);
 	/* The same holds for a snapshot chunk read ahead (pgrpl_snapshot.c). */
@@ -803,6 +805,7 @@ pgrpl_apply_loop(void)
 
 	pgrpl_recvq_reset();
 	pgrpl_writer_set_busy_callback(pgrpl_recv_fill_busy);
+	pgrpl_writer_set_short_batches(true);
 	W.paced = -1;
 	W.last_recv_time = GetCurrentTimestamp();
 	while (!done)
@@ -1002,18 +1005,35 @@ pgrpl_wait_release(void)
 }
 
 /*
- * How long the apply loop naps when a busy stream runs dry.  The first
- * nap of a session decides whether to pace its stream
- * (pgrpl_stream_pace).  A paced stream naps long only while transactions
- * keep coming: the two halves of a transaction arriving alone on a quiet
- * stream (measured: 1 in 20 in the latency benchmark) must not wait 20 ms
- * for each other.
+ * The first time a session's socket is known (it ran dry once), decide how
+ * to treat its stream: pace TCP from a nearby primary (pgrpl_stream_pace),
+ * and write short batches when the socket is a Unix socket, which holds
+ * too little for the walsender to go on sending while we write a long one
+ * (pgrpl_writer_set_short_batches).  Until then batches are short.
+ */
+static void
+pgrpl_stream_decide(pgsocket fd)
+{
+	bool		short_batches;
+
+	if (W.paced >= 0 || fd == PGINVALID_SOCKET)
+		return;
+	W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
+	short_batches = pgrpl_stream_is_unix_socket(fd);
+	pgrpl_writer_set_short_batches(short_batches);
+	elog(DEBUG1, "pgrpl: writing %s batches", short_batches ? "short" : "long");
+}
+
+/*
+ * How long the apply loop naps when a busy stream runs dry.  A paced
+ * stream naps long only while transactions keep coming: the two halves of
+ * a transaction arriving alone on a quiet stream (measured: 1 in 20 in the
+ * latency benchmark) must not wait 20 ms for each other.
  */
 static long
 pgrpl_nap_us(pgsocket fd)
 {
-	if (W.paced < 0)
-		W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
+	pgrpl_stream_decide(fd);
 	if (W.paced > 0 && W.local_open && pgrpl_commits_keep_coming())
 		return PGRPL_PACED_NAP_US;
 	return PGRPL_NAP_US;

@@ -113,5 +113,6 @@ extern bool pgrpl_writer_active(void);
  */
 typedef void (*PgrplWriterBusyCallback) (void);
 extern void pgrpl_writer_set_busy_callback(PgrplWriterBusyCallback callback);
+extern void pgrpl_writer_set_short_batches(bool short_batches);
 
 #endif							/* PGRPL_WRITER_H */

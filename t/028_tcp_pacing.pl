@@ -8,7 +8,9 @@
 #    whole, exactly once;
 #  - with pgrpl.tcp_pacing = off the next session is not paced, and
 #    captures the same way;
-#  - over the Unix socket no session is paced.
+#  - over the Unix socket no session is paced;
+#  - the writer writes long batches over TCP, short ones over the Unix
+#    socket (pgrpl_writer_set_short_batches).
 use strict;
 use warnings;
 
@@ -91,8 +93,10 @@ $sub->safe_psql('postgres',
 	"SELECT pgrpl.create_subscription('tcp', '$tcp', ARRAY['pub'], copy_data => false)");
 my $rows = backlog('tcp');
 check_rows('tcp', $rows, 'tcp, paced');
-like(slurp_file($sub->logfile, $log_start), $paced,
-	'a TCP stream from a loopback primary is paced');
+my $log = slurp_file($sub->logfile, $log_start);
+like($log, $paced, 'a TCP stream from a loopback primary is paced');
+like($log, qr/pgrpl: writing long batches/, 'over TCP the writer writes long batches');
+unlike($log, qr/pgrpl: writing short batches/, 'over TCP no session writes short batches');
 
 # 2. TCP, pacing off: the next session is not paced.
 $sub->append_conf('postgresql.conf', "pgrpl.tcp_pacing = off\n");
@@ -112,7 +116,9 @@ $sub->safe_psql('postgres',
 	"SELECT pgrpl.create_subscription('unix', '$unix', ARRAY['pub'], copy_data => false)");
 $rows = backlog('unix');
 check_rows('unix', $rows, 'unix socket');
-unlike(slurp_file($sub->logfile, $log_start), $paced,
-	'a stream over the Unix socket is not paced');
+$log = slurp_file($sub->logfile, $log_start);
+unlike($log, $paced, 'a stream over the Unix socket is not paced');
+like($log, qr/pgrpl: writing short batches/, 'over the Unix socket the writer writes short batches');
+unlike($log, qr/pgrpl: writing long batches/, 'over the Unix socket no session writes long batches');
 
 done_testing();
