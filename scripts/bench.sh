@@ -307,8 +307,8 @@ proc_sampler() {
             done 2>/dev/null <"/proc/$pid/status" || true
             ((anon > peak)) && peak=$anon
         fi
-        [[ -z ${PGRPL_BENCH_TRACE:-} ]] ||
-            echo "$EPOCHREALTIME $(cat "/proc/$pid/schedstat" "/proc/$wpid/schedstat" 2>/dev/null | tr '\n' ' ')" >>"$PGRPL_BENCH_TRACE/$tag.trace"
+        [[ -z $TRACE_FILE ]] ||
+            echo "$EPOCHREALTIME $(cat "/proc/$pid/schedstat" "/proc/$wpid/schedstat" 2>/dev/null | tr '\n' ' ')" >>"$TRACE_FILE"
         [[ -e $stop ]] && break
         nap 0.1
     done

@@ -185,7 +185,7 @@ static void pgrpl_group_reset(void);
 static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
 static void pgrpl_stream_decide(pgsocket fd);
-static long pgrpl_nap_us(pgsocket fd);
+static long pgrpl_nap_us(void);
 static bool pgrpl_commits_keep_coming(void);
 static bool pgrpl_linger(pgsocket fd);
 static bool pgrpl_group_busy(void);
@@ -904,7 +904,7 @@ pgrpl_apply_loop(void)
 			(W.cap.active || pgrpl_group_busy()) && XLogRecPtrIsInvalid(W.sub->stop_lsn) &&
 			!pgrpl_worker_peek_restart())
 		{
-			pg_usleep(pgrpl_nap_us(fd));
+			pg_usleep(pgrpl_nap_us());
 			continue;
 		}
 
@@ -1031,9 +1031,8 @@ pgrpl_stream_decide(pgsocket fd)
  * latency benchmark) must not wait 20 ms for each other.
  */
 static long
-pgrpl_nap_us(pgsocket fd)
+pgrpl_nap_us(void)
 {
-	pgrpl_stream_decide(fd);
 	if (W.paced > 0 && W.local_open && pgrpl_commits_keep_coming())
 		return PGRPL_PACED_NAP_US;
 	return PGRPL_NAP_US;
