@@ -7,6 +7,7 @@ OBJS = \
 	src/pgrpl_json.o \
 	src/pgrpl_keyhash.o \
 	src/pgrpl_writer.o \
+	src/pgrpl_compress.o \
 	src/pgrpl_capture.o \
 	src/pgrpl_stream.o \
 	src/pgrpl_recvq.o \
@@ -20,7 +21,7 @@ OBJS = \
 	src/pgrpl_preview.o
 
 EXTENSION = pgrpl
-DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql pgrpl--2.0--2.1.sql pgrpl--2.1--2.2.sql
+DATA = pgrpl--1.0.sql pgrpl--1.0--1.1.sql pgrpl--1.1--2.0.sql pgrpl--2.0--2.1.sql pgrpl--2.1--2.2.sql pgrpl--2.2--2.3.sql
 PGFILEDESC = "pgrpl - exactly-once change log of a remote primary's logical stream"
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)

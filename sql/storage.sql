@@ -103,6 +103,31 @@ INSERT INTO st_a VALUES (1000, 'after purge');
 SELECT public.wait_sub('st');
 SELECT op, new FROM pgrpl.row_history('st', 'st_a', '{"id": 1000}');
 
+-- Large values (old, new, a message's content) are compressed by the
+-- worker, TOAST only moves them out of line (storage EXTERNAL, in every
+-- partition).  A value of 4 kB or more is compressed only if a sample from
+-- its middle compresses: hex of random bytes is stored as it is.  Smaller
+-- ones are compressed whole, as TOAST would, once the row is over 2 kB.
+SELECT count(*) > 3 AS columns_seen, count(*) FILTER (WHERE a.attstorage <> 'e') AS not_external
+  FROM pg_attribute a
+ WHERE a.attrelid IN (SELECT relid FROM pg_partition_tree('pgrpl.change'))
+   AND a.attname IN ('old', 'new', 'message_content');
+INSERT INTO st_a VALUES
+    (3001, repeat('a compressible text ', 1000)),
+    (3002, (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i)),
+    (3003, repeat('ab', 1500)),
+    (3004, 'small');
+SELECT pg_logical_emit_message(true, 'st', repeat('message ', 1000)) IS NOT NULL AS emitted;
+SELECT public.wait_sub('st');
+SELECT c.op, COALESCE(c.new->>'id', c.message_prefix) AS row,
+       length(COALESCE(c.new->>'v', convert_from(c.message_content, 'UTF8'))) AS length,
+       pg_column_compression(c.new) IS NOT NULL AS new_compressed,
+       pg_column_compression(c.message_content) IS NOT NULL AS content_compressed,
+       COALESCE(c.new->>'v' = s.v, true) AS same_value
+  FROM pgrpl.change c LEFT JOIN st_a s ON s.id = (c.new->>'id')::int
+ WHERE c.sub_id = :sid AND ((c.new->>'id')::int >= 3001 OR c.op = 'M')
+ ORDER BY c.txn_id, c.seq;
+
 -- The log's own end bounds what is captured again: a worker whose origin
 -- lost its progress (dropping the origin clears it at once, even when a
 -- drop_subscription rolls back) and whose slot is behind does not capture

@@ -132,6 +132,12 @@ UNION ALL
 (SELECT 'gained', * FROM after_reads EXCEPT ALL SELECT 'gained', * FROM before_reads);
 -- Relation versions rebuilt from the 1.1 rows (types were not recorded).
 SELECT schema_name, table_name, columns, column_types, key_columns FROM pgrpl.relations('up');
+-- 2.3: the large values' columns of every change table, partitions made
+-- before the update included, have storage EXTERNAL (the worker compresses).
+SELECT count(*) AS columns, count(*) FILTER (WHERE a.attstorage <> 'e') AS not_external
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'pgrpl'::regnamespace AND c.relname ~ '^change($|_)'
+   AND a.attname IN ('old', 'new', 'message_content');
 
 -- The subscription captures on from where it was, after the migrated log.
 SELECT pgrpl.enable_subscription('up');

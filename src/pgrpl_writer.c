@@ -36,6 +36,7 @@
 
 #include "pgrpl.h"
 #include "pgrpl_compat.h"
+#include "pgrpl_compress.h"
 #include "pgrpl_keyhash.h"
 #include "pgrpl_writer.h"
 
@@ -46,6 +47,8 @@ enum
 	CH_UNCHANGED, CH_ROW_KEY, CH_OLD_KEY, CH_OLD, CH_NEW, CH_MSG_PREFIX,
 	CH_MSG_CONTENT, CH_NATTS
 };
+/* The columns whose large values the writer compresses (pgrpl_compress.c). */
+static const int change_large_cols[] = {CH_OLD, CH_NEW, CH_MSG_CONTENT};
 enum
 {
 	TX_SUB_ID, TX_CHANGES, TX_TXN_ID, TX_COMMIT_LSN, TX_END_LSN, TX_XID,
@@ -750,6 +753,8 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	else
 		nulls[CH_MSG_CONTENT] = true;
 
+	pgrpl_compress_row(leaves->change.rel, values, nulls, change_large_cols,
+					   lengthof(change_large_cols));
 	pgrpl_target_insert(&leaves->change, values, nulls);
 	if (PGRPL_PART_OF(row->txn_id) == PGRPL_PART_OF(next_txn_id))
 		part_changes++;
