@@ -10,7 +10,9 @@
 #    captures the same way;
 #  - over the Unix socket no session is paced;
 #  - the writer writes long batches over TCP, short ones over the Unix
-#    socket (pgrpl_writer_set_short_batches).
+#    socket (pgrpl_writer_set_short_batches);
+#  - a paced stream is read only when the receive queue runs dry, any
+#    other also while the worker is busy (pgrpl_stream_decide).
 use strict;
 use warnings;
 
@@ -97,6 +99,9 @@ my $log = slurp_file($sub->logfile, $log_start);
 like($log, $paced, 'a TCP stream from a loopback primary is paced');
 like($log, qr/pgrpl: writing long batches/, 'over TCP the writer writes long batches');
 unlike($log, qr/pgrpl: writing short batches/, 'over TCP no session writes short batches');
+like($log, qr/pgrpl: writing long batches, reading the socket when the queue runs dry/,
+	'a paced stream is read when the queue runs dry');
+unlike($log, qr/reading the socket while busy/, 'no paced session reads while busy');
 
 # 2. TCP, pacing off: the next session is not paced.
 $sub->append_conf('postgresql.conf', "pgrpl.tcp_pacing = off\n");
@@ -104,8 +109,10 @@ $sub->reload;
 $log_start = -s $sub->logfile;
 $rows += backlog('tcp');
 check_rows('tcp', $rows, 'tcp, not paced');
-unlike(slurp_file($sub->logfile, $log_start), $paced,
-	'with pgrpl.tcp_pacing = off the stream is not paced');
+$log = slurp_file($sub->logfile, $log_start);
+unlike($log, $paced, 'with pgrpl.tcp_pacing = off the stream is not paced');
+like($log, qr/pgrpl: writing long batches, reading the socket while busy/,
+	'a stream not paced is read while busy');
 
 # 3. The Unix socket: never paced, pacing on or not.
 $sub->append_conf('postgresql.conf', "pgrpl.tcp_pacing = on\n");
@@ -120,5 +127,7 @@ $log = slurp_file($sub->logfile, $log_start);
 unlike($log, $paced, 'a stream over the Unix socket is not paced');
 like($log, qr/pgrpl: writing short batches/, 'over the Unix socket the writer writes short batches');
 unlike($log, qr/pgrpl: writing long batches/, 'over the Unix socket no session writes long batches');
+like($log, qr/pgrpl: writing short batches, reading the socket while busy/,
+	'over the Unix socket the stream is read while busy');
 
 done_testing();
