@@ -76,34 +76,22 @@ pgrpl_compress_worth_trying(Datum value, char cmethod)
 /*
  * Compress the values of columns cols[] of a row about to be inserted into
  * rel, as TOAST would compress EXTENDED ones (heap_toast_insert_or_update):
- * only if the row exceeds TOAST_TUPLE_THRESHOLD, the biggest first, until
- * its data fits the table's toast_tuple_target.  Only columns with storage
- * EXTERNAL are ours to compress.  values[] entries may be replaced by
- * compressed copies in the current memory context.
+ * the caller found the row, formed with header size hoff, over
+ * TOAST_TUPLE_THRESHOLD; the biggest first, until its data fits the
+ * table's toast_tuple_target.  Only columns with storage EXTERNAL are ours
+ * to compress.  values[] entries may be replaced by compressed copies in
+ * the current memory context; true if any was.
  */
-void
+bool
 pgrpl_compress_row(Relation rel, Datum *values, bool *nulls,
-				   const int *cols, int ncols)
+				   const int *cols, int ncols, Size hoff)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	Size		hoff = SizeofHeapTupleHeader;
-	Size		max_data_len;
+	Size		max_data_len = RelationGetToastTupleTarget(rel, TOAST_TUPLE_TARGET) - hoff;
 	uint32		tried = 0;
+	bool		changed = false;
 
 	Assert(ncols <= PGRPL_COMPRESS_MAX_COLS);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		if (nulls[i])
-		{
-			hoff += BITMAPLEN(desc->natts);
-			break;
-		}
-	}
-	hoff = MAXALIGN(hoff);
-	if (hoff + heap_compute_data_size(desc, values, nulls) <= TOAST_TUPLE_THRESHOLD)
-		return;
-	max_data_len = RelationGetToastTupleTarget(rel, TOAST_TUPLE_TARGET) - hoff;
-
 	while (heap_compute_data_size(desc, values, nulls) > max_data_len)
 	{
 		int			biggest = -1;
@@ -133,6 +121,10 @@ pgrpl_compress_row(Relation rel, Datum *values, bool *nulls,
 			continue;
 		packed = toast_compress_datum(values[cols[biggest]], att->attcompression);
 		if (DatumGetPointer(packed) != NULL)
+		{
 			values[cols[biggest]] = packed;
+			changed = true;
+		}
 	}
+	return changed;
 }

@@ -8,7 +8,7 @@
 
 #include "utils/relcache.h"
 
-extern void pgrpl_compress_row(Relation rel, Datum *values, bool *nulls,
-							   const int *cols, int ncols);
+extern bool pgrpl_compress_row(Relation rel, Datum *values, bool *nulls,
+							   const int *cols, int ncols, Size hoff);
 
 #endif							/* PGRPL_COMPRESS_H */

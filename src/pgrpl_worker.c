@@ -166,9 +166,6 @@ static struct
 	pgsocket	wait_fd;		/* the socket in wait_set */
 	int			paced;			/* this session's stream: 1 paced, 0 not, -1 not
 								 * decided yet */
-	bool		read_while_busy;	/* empty the socket while handling and
-									 * writing, not only when the queue runs
-									 * dry (pgrpl_stream_decide) */
 	dlist_head	flush_map;
 	TimestampTz flush_pending_since;	/* oldest commit in flush_map */
 	PgrplSessionEnd end_reason; /* why a handler asked to end the session */
@@ -190,6 +187,7 @@ static int	pgrpl_wait(pgsocket fd, long timeout_ms);
 static void pgrpl_wait_release(void);
 static void pgrpl_stream_decide(pgsocket fd);
 static long pgrpl_nap_us(void);
+static bool pgrpl_read_while_busy(void);
 static bool pgrpl_commits_keep_coming(void);
 static bool pgrpl_linger(pgsocket fd);
 static bool pgrpl_group_busy(void);
@@ -789,7 +787,7 @@ pgrpl_recv_fill_busy(void)
 {
 	pgsocket	fd = PGINVALID_SOCKET;	/* set only if the socket ran dry */
 
-	if (W.read_while_busy)
+	if (pgrpl_read_while_busy())
 		(void) pgrpl_recv_fill(&fd);
 	/* The same holds for a snapshot chunk read ahead (pgrpl_snapshot.c). */
 	pgrpl_snapshot_poll();
@@ -812,7 +810,6 @@ pgrpl_apply_loop(void)
 	pgrpl_writer_set_busy_callback(pgrpl_recv_fill_busy);
 	pgrpl_writer_set_short_batches(true);
 	W.paced = -1;
-	W.read_while_busy = true;
 	W.last_recv_time = GetCurrentTimestamp();
 	while (!done)
 	{
@@ -877,7 +874,7 @@ pgrpl_apply_loop(void)
 
 			/* Keep the socket empty while we work (pgrpl_recvq.h). */
 			fill_bytes += len;
-			if (W.read_while_busy &&
+			if (pgrpl_read_while_busy() &&
 				(nmsgs % PGRPL_FILL_MSGS == 0 || fill_bytes >= PGRPL_FILL_BYTES))
 			{
 				pgrpl_recv_fill(&fd);
@@ -1038,12 +1035,22 @@ pgrpl_stream_decide(pgsocket fd)
 	if (W.paced >= 0 || fd == PGINVALID_SOCKET)
 		return;
 	W.paced = pgrpl_tcp_pacing && pgrpl_stream_pace(fd);
-	W.read_while_busy = !W.paced;
 	short_batches = pgrpl_stream_is_unix_socket(fd);
 	pgrpl_writer_set_short_batches(short_batches);
 	elog(DEBUG1, "pgrpl: writing %s batches, reading the socket %s",
 		 short_batches ? "short" : "long",
-		 W.read_while_busy ? "while busy" : "when the queue runs dry");
+		 pgrpl_read_while_busy() ? "while busy" : "when the queue runs dry");
+}
+
+/*
+ * Empty the socket while handling messages and writing batches, not only
+ * when the receive queue runs dry?  Not on a paced stream (see
+ * pgrpl_stream_decide); until the decision, yes.
+ */
+static bool
+pgrpl_read_while_busy(void)
+{
+	return W.paced <= 0;
 }
 
 /*

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/heaptoast.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -671,8 +672,29 @@ pgrpl_writer_active(void)
 	return writer.active;
 }
 
+/*
+ * The values live in per-message memory: the batch keeps a copy, owned by
+ * the slot so that table_multi_insert need not copy it again.
+ */
+static HeapTuple
+pgrpl_target_form_tuple(PgrplTarget *t, Datum *values, bool *nulls)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(t->batchcxt);
+	HeapTuple	tuple = heap_form_tuple(RelationGetDescr(t->rel), values, nulls);
+
+	MemoryContextSwitchTo(oldcxt);
+	return tuple;
+}
+
+/*
+ * Buffer a row of t.  Its columns large_cols[] (nlarge of them, or none)
+ * may hold large values the writer compresses itself (pgrpl_compress.c),
+ * decided on the formed tuple: only one TOAST would work on is formed
+ * again, a small row (nearly every one) costs no extra pass.
+ */
 static void
-pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
+pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls,
+					const int *large_cols, int nlarge)
 {
 	MemoryContext oldcxt;
 	HeapTuple	tuple;
@@ -687,13 +709,14 @@ pgrpl_target_insert(PgrplTarget *t, Datum *values, bool *nulls)
 	}
 	slot = t->slots[t->nbuffered];
 
-	/*
-	 * The values live in per-message memory: the batch keeps a copy, owned
-	 * by the slot so that table_multi_insert need not copy it again.
-	 */
-	oldcxt = MemoryContextSwitchTo(t->batchcxt);
-	tuple = heap_form_tuple(RelationGetDescr(t->rel), values, nulls);
-	MemoryContextSwitchTo(oldcxt);
+	tuple = pgrpl_target_form_tuple(t, values, nulls);
+	if (nlarge > 0 && tuple->t_len > TOAST_TUPLE_THRESHOLD &&
+		pgrpl_compress_row(t->rel, values, nulls, large_cols, nlarge,
+						   tuple->t_data->t_hoff))
+	{
+		heap_freetuple(tuple);
+		tuple = pgrpl_target_form_tuple(t, values, nulls);
+	}
 	ExecStoreHeapTuple(tuple, slot, true);
 	t->nbuffered++;
 	t->bytes += tuple->t_len;
@@ -753,9 +776,8 @@ pgrpl_writer_insert_change(const PgrplChangeRow *row)
 	else
 		nulls[CH_MSG_CONTENT] = true;
 
-	pgrpl_compress_row(leaves->change.rel, values, nulls, change_large_cols,
-					   lengthof(change_large_cols));
-	pgrpl_target_insert(&leaves->change, values, nulls);
+	pgrpl_target_insert(&leaves->change, values, nulls, change_large_cols,
+						lengthof(change_large_cols));
 	if (PGRPL_PART_OF(row->txn_id) == PGRPL_PART_OF(next_txn_id))
 		part_changes++;
 }
@@ -791,7 +813,7 @@ pgrpl_writer_insert_transaction(const PgrplTxnRow *row)
 	values[TX_PREPARE_TIME] = TimestampTzGetDatum(row->prepare_time);
 	nulls[TX_PREPARE_TIME] = (row->gid == NULL);
 
-	pgrpl_target_insert(&leaves->txn, values, nulls);
+	pgrpl_target_insert(&leaves->txn, values, nulls, NULL, 0);
 }
 
 /*
